@@ -1,0 +1,3 @@
+"""musicgen: compose original music with an LSTM trained on MIDI files."""
+
+__version__ = "0.1.0"

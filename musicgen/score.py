@@ -1,0 +1,83 @@
+"""The plain data every stage passes along: notes in beats, with the tempo map beside them."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+DEFAULT_MICROSECONDS_PER_BEAT = 500_000  # 120 beats per minute, the MIDI default
+
+
+@dataclass(frozen=True, order=True)
+class Note:
+    """One sounding note; times are in beats (quarter notes) from the start of the piece."""
+
+    start: float  # beats
+    pitch: int  # MIDI key 0..127
+    end: float  # beats, > start
+    velocity: int = 80  # 1..127
+    program: int = 0  # General MIDI program 0..127
+    is_drum: bool = False  # played on MIDI channel 10
+
+    @property
+    def duration(self) -> float:
+        """Length in beats."""
+        return self.end - self.start
+
+
+@dataclass(frozen=True, order=True)
+class Tempo:
+    """A tempo change at a point of the piece."""
+
+    beat: float  # where the change happens, in beats
+    microseconds_per_beat: int = DEFAULT_MICROSECONDS_PER_BEAT
+
+    @property
+    def bpm(self) -> float:
+        """Beats per minute."""
+        return 60_000_000 / self.microseconds_per_beat
+
+
+@dataclass(frozen=True)
+class Score:
+    """A piece of music: notes sorted by start then pitch, a tempo map and a time signature."""
+
+    notes: tuple[Note, ...] = ()
+    tempos: tuple[Tempo, ...] = (Tempo(0.0),)
+    time_signature: tuple[int, int] = (4, 4)  # numerator, denominator
+    ticks_per_beat: int = 480
+    _tempo_starts: list[float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.tempos or self.tempos[0].beat != 0:
+            object.__setattr__(self, "tempos", (Tempo(0.0), *self.tempos))
+        object.__setattr__(self, "notes", tuple(sorted(self.notes)))
+        object.__setattr__(self, "_tempo_starts", self._seconds_at_tempo_changes())
+
+    def _seconds_at_tempo_changes(self) -> list[float]:
+        seconds, starts = 0.0, [0.0]
+        for previous, tempo in zip(self.tempos, self.tempos[1:]):
+            seconds += (tempo.beat - previous.beat) * previous.microseconds_per_beat / 1e6
+            starts.append(seconds)
+        return starts
+
+    def beat_to_seconds(self, beat: float) -> float:
+        """Seconds from the start at which `beat` sounds, following the tempo map."""
+        index = bisect.bisect_right([t.beat for t in self.tempos], beat) - 1
+        tempo = self.tempos[max(index, 0)]
+        return self._tempo_starts[max(index, 0)] + (beat - tempo.beat) * tempo.microseconds_per_beat / 1e6
+
+    @property
+    def end_beat(self) -> float:
+        """Beat at which the last note ends (0 for an empty score)."""
+        return max((note.end for note in self.notes), default=0.0)
+
+    @property
+    def duration_seconds(self) -> float:
+        """Length of the piece in seconds."""
+        return self.beat_to_seconds(self.end_beat)
+
+    @property
+    def melodic_notes(self) -> tuple[Note, ...]:
+        """The notes that are not drums."""
+        return tuple(note for note in self.notes if not note.is_drum)

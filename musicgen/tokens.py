@@ -1,0 +1,214 @@
+"""Score <-> token ids: an event vocabulary that keeps chords, rhythm and loudness.
+
+A piece becomes `start`, then for every onset on the beat grid: the time since the
+previous onset (`shift_k`, k grid steps; longer gaps chain several shifts), and for each
+note starting there, in ascending pitch: `velocity_v` (only when the loudness changes),
+`pitch_p` and its length (`duration_k`; longer notes chain several durations, which add
+up). The piece ends with `end`. A chord therefore costs one shift for all of its notes,
+which keeps the average near 2.5 tokens per note.
+
+Times snap to the nearest grid step (16th notes by default): a triplet eighth lands on
+the nearest 16th, so triplets come back as uneven 16ths; any off-grid note moves to its
+nearest step and lasts at least one step. Velocities snap to the middle of their bin.
+Drums are left out unless `include_drums` is set, and tokens carry no instrument or tempo:
+`decode` takes both as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from itertools import groupby
+from typing import Iterable
+
+import numpy as np
+
+from musicgen.score import DEFAULT_MICROSECONDS_PER_BEAT, Note, Score, Tempo
+
+PAD, START, END = 0, 1, 2
+SPECIAL_NAMES = ("pad", "start", "end")
+DEFAULT_VELOCITY = 80
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """How a score is cut into tokens."""
+
+    steps_per_beat: int = 4  # grid steps per quarter note, 1..48 (4 = 16th notes)
+    max_shift_steps: int = 16  # longest single time shift, in grid steps, 1..256
+    max_duration_steps: int = 32  # longest single duration token, in grid steps, 1..256
+    velocity_bins: int = 8  # loudness levels, 1..32
+    include_drums: bool = False  # keep drum notes (channel 10) in the tokens
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("steps_per_beat", 1, 48),
+            ("max_shift_steps", 1, 256),
+            ("max_duration_steps", 1, 256),
+            ("velocity_bins", 1, 32),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be in range {low}..{high}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The token names of one TokenConfig; saved beside every model as data."""
+
+    config: TokenConfig = TokenConfig()
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """Every token name; a token id is its index here."""
+        config = self.config
+        return (
+            *SPECIAL_NAMES,
+            *(f"shift_{k}" for k in range(1, config.max_shift_steps + 1)),
+            *(f"velocity_{v}" for v in self.velocity_values),
+            *(f"pitch_{p}" for p in range(128)),
+            *(f"duration_{k}" for k in range(1, config.max_duration_steps + 1)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @cached_property
+    def velocity_values(self) -> tuple[int, ...]:
+        """The loudness at the middle of each velocity bin."""
+        width = 128 / self.config.velocity_bins
+        return tuple(max(1, min(127, int(width * (i + 0.5)))) for i in range(self.config.velocity_bins))
+
+    @cached_property
+    def first_id(self) -> dict[str, int]:
+        """Id of the first token of each kind (shift_1, velocity bin 0, pitch_0, duration_1)."""
+        kinds = ("shift", "velocity", "pitch", "duration")
+        return {kind: next(i for i, n in enumerate(self.names) if n.startswith(kind + "_")) for kind in kinds}
+
+    @cached_property
+    def pitch_of_id(self) -> np.ndarray:
+        """MIDI pitch of each id, -1 for ids that are not pitches."""
+        return self._value_table("pitch")
+
+    @cached_property
+    def shift_steps_of_id(self) -> np.ndarray:
+        """Grid steps each id moves time forward (0 for ids that are not shifts)."""
+        return np.maximum(self._value_table("shift"), 0)
+
+    def _value_table(self, kind: str) -> np.ndarray:
+        prefix = kind + "_"
+        return np.array([int(n[len(prefix) :]) if n.startswith(prefix) else -1 for n in self.names], np.int64)
+
+    def transpose_table(self, semitones: int) -> np.ndarray:
+        """Id -> id map that shifts every pitch by `semitones`, clamped to 0..127."""
+        table = np.arange(len(self), dtype=np.int64)
+        is_pitch = self.pitch_of_id >= 0
+        moved = np.clip(self.pitch_of_id[is_pitch] + semitones, 0, 127)
+        table[is_pitch] = self.first_id["pitch"] + moved
+        return table
+
+    def to_dict(self) -> dict:
+        """Plain data for JSON."""
+        return {"config": asdict(self.config), "names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Vocabulary:
+        """Rebuild from `to_dict` output, checking the names match the settings."""
+        try:
+            vocabulary = cls(TokenConfig(**data["config"]))
+            names = tuple(data["names"])
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"the vocabulary file is incomplete or malformed ({error})") from None
+        if names != vocabulary.names:
+            raise ValueError("the vocabulary file does not match its own settings: it was edited or is damaged")
+        return vocabulary
+
+
+def quantize(score: Score, vocabulary: Vocabulary = Vocabulary()) -> Score:
+    """The score as the tokens see it: on the grid, binned loudness, program 0, drums dropped unless kept."""
+    config = vocabulary.config
+    notes = [
+        _snap(note, config.steps_per_beat, vocabulary.velocity_values)
+        for note in score.notes
+        if config.include_drums or not note.is_drum
+    ]
+    return Score(tuple(notes), score.tempos, score.time_signature, score.ticks_per_beat)
+
+
+def _snap(note: Note, steps_per_beat: int, velocity_values: tuple[int, ...]) -> Note:
+    start = round(note.start * steps_per_beat)
+    end = max(round(note.end * steps_per_beat), start + 1)
+    return Note(
+        start / steps_per_beat,
+        note.pitch,
+        end / steps_per_beat,
+        _nearest_velocity(note.velocity, velocity_values),
+        0,
+        note.is_drum,
+    )
+
+
+def _nearest_velocity(velocity: int, velocity_values: tuple[int, ...]) -> int:
+    return min(velocity_values, key=lambda value: (abs(value - velocity), value))
+
+
+def encode(score: Score, vocabulary: Vocabulary = Vocabulary()) -> list[int]:
+    """Token ids of a score, from `start` to `end`."""
+    ids, names = [START], {name: i for i, name in enumerate(vocabulary.names)}
+    config, previous_step, velocity = vocabulary.config, 0, None
+    on_grid = quantize(score, vocabulary).notes
+    for step, chord in groupby(on_grid, key=lambda note: round(note.start * config.steps_per_beat)):
+        ids += _chained(names, "shift", step - previous_step, config.max_shift_steps)
+        for note in chord:
+            if note.velocity != velocity:
+                ids.append(names[f"velocity_{note.velocity}"])
+                velocity = note.velocity
+            ids.append(names[f"pitch_{note.pitch}"])
+            length = round(note.end * config.steps_per_beat) - step
+            ids += _chained(names, "duration", length, config.max_duration_steps)
+        previous_step = step
+    return ids + [END]
+
+
+def _chained(names: dict[str, int], kind: str, steps: int, longest: int) -> list[int]:
+    """Tokens of one kind whose step counts add up to `steps`."""
+    full, rest = divmod(steps, longest)
+    return [names[f"{kind}_{longest}"]] * full + ([names[f"{kind}_{rest}"]] if rest else [])
+
+
+def decode(
+    ids: Iterable[int],
+    vocabulary: Vocabulary = Vocabulary(),
+    program: int = 0,
+    microseconds_per_beat: int = DEFAULT_MICROSECONDS_PER_BEAT,
+) -> Score:
+    """A score from any id sequence: unknown ids are skipped, a pitch with no duration is
+    dropped, a duration with no pitch is ignored, and everything after `end` is cut."""
+    names, steps_per_beat = vocabulary.names, vocabulary.config.steps_per_beat
+    notes, step, velocity = [], 0, _nearest_velocity(DEFAULT_VELOCITY, vocabulary.velocity_values)
+    pitch, length = None, 0  # the note being read and its length so far, in steps
+
+    def finish_note() -> None:
+        if pitch is not None and length > 0:
+            notes.append(Note(step / steps_per_beat, pitch, (step + length) / steps_per_beat, velocity, program))
+
+    for token_id in ids:
+        name = names[token_id] if 0 <= token_id < len(names) else "pad"
+        kind, _, value = name.partition("_")
+        if kind == "duration" and pitch is not None:
+            length += int(value)
+            continue
+        if kind == "duration":
+            continue
+        finish_note()
+        pitch, length = None, 0
+        if kind == "end":
+            break
+        if kind == "shift":
+            step += int(value)
+        elif kind == "velocity":
+            velocity = int(value)
+        elif kind == "pitch":
+            pitch = int(value)
+    finish_note()
+    return Score(tuple(notes), (Tempo(0.0, microseconds_per_beat),))
