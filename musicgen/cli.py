@@ -1,0 +1,194 @@
+"""The command line: `python -m musicgen train | generate | info | evaluate`.
+
+A thin shell over the library, like the app; errors print one plain line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_RUNS = Path("runs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 1 on a user error, 2 on bad arguments."""
+    arguments = _parser().parse_args(argv)
+    try:
+        arguments.command(arguments)
+    except KeyboardInterrupt:
+        print("stopped; run the same command again to continue where it left off", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - the user gets one line, never a traceback
+        print(f"error: {_plain(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _plain(error: Exception) -> str:
+    from musicgen.bundle import BundleError
+    from musicgen.midi import MidiError
+
+    if isinstance(error, MidiError | BundleError | ValueError | FileNotFoundError):
+        return str(error)
+    return f"something went wrong ({type(error).__name__}: {error})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m musicgen", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="command")
+    _add_train(commands.add_parser("train", help="train an LSTM on MIDI files (resumes a stopped run)"))
+    _add_generate(commands.add_parser("generate", help="compose a new piece with a trained model"))
+    info = commands.add_parser("info", help="describe a trained model")
+    info.add_argument("bundle", type=Path)
+    info.set_defaults(command=info_command)
+    evaluate = commands.add_parser("evaluate", help="measure a model on music it never saw")
+    evaluate.add_argument("bundle", type=Path)
+    evaluate.add_argument("files", nargs="+", type=Path, help="the training MIDI files or folders")
+    evaluate.add_argument("--temperatures", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2])
+    evaluate.add_argument("--pieces", type=int, default=8, help="pieces generated per temperature")
+    evaluate.set_defaults(command=evaluate_command)
+    return parser
+
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, help="MIDI files or folders of them")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--sequence-length", type=int, default=128, help="tokens per training window")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--units", type=int, default=256)
+    parser.add_argument("--embedding-size", type=int, default=64)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--transpose", type=int, default=0, help="augment by shifting up to this many semitones")
+    parser.add_argument("--validation-share", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="folder that holds the run folders")
+    parser.add_argument("--out", type=Path, help="copy the finished model bundle here")
+    parser.set_defaults(command=train_command)
+
+
+def _add_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="a model folder")
+    parser.add_argument("--out", type=Path, default=Path("generated.mid"))
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--notes", type=int, default=400, help="stop after this many notes")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--primer", type=Path, help="a MIDI file whose opening the piece continues")
+    parser.add_argument("--primer-notes", type=int, default=16)
+    parser.add_argument("--key", help="key lock, e.g. 'D minor'")
+    parser.add_argument("--bpm", type=float, default=100.0)
+    parser.add_argument("--program", type=int, default=0, help="General MIDI instrument 0..127")
+    parser.add_argument("--variations", type=int, default=1)
+    parser.set_defaults(command=generate_command)
+
+
+def train_command(arguments: argparse.Namespace) -> None:
+    """Load the files, report each, train with a progress bar."""
+    import shutil
+
+    from musicgen.corpus import load_paths
+    from musicgen.model import ModelConfig
+    from musicgen.train import TrainConfig, train
+
+    model_config = ModelConfig(
+        embedding_size=arguments.embedding_size,
+        layers=arguments.layers,
+        units=arguments.units,
+        dropout=arguments.dropout,
+    )
+    train_config = TrainConfig(
+        epochs=arguments.epochs,
+        sequence_length=arguments.sequence_length,
+        batch_size=arguments.batch_size,
+        learning_rate=arguments.learning_rate,
+        validation_share=arguments.validation_share,
+        transpose_semitones=arguments.transpose,
+        seed=arguments.seed,
+    )
+    corpus = load_paths(_midi_paths(arguments.files))
+    for report in corpus.reports:
+        print(report.summary)
+    if not corpus.scores:
+        raise ValueError("none of the files could be used for training")
+    result = train(corpus, arguments.runs, model_config, train_config, on_epoch=_print_epoch)
+    if result.resumed_from_epoch:
+        print(f"resumed the earlier run after epoch {result.resumed_from_epoch}")
+    print(f"model: {result.run_dir} ({result.epochs_done} epochs)")
+    if arguments.out:
+        shutil.copytree(result.run_dir, arguments.out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("backup"))
+        print(f"copied to {arguments.out}")
+
+
+def _midi_paths(paths: list[Path]) -> list[Path]:
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
+        else:
+            found.append(path)
+    return found
+
+
+def _print_epoch(report) -> None:
+    width = 30
+    filled = round(width * report.epoch / report.epochs)
+    validation = f" validation {report.validation_loss:.3f}" if report.validation_loss is not None else ""
+    bar = "#" * filled + "." * (width - filled)
+    print(f"epoch {report.epoch}/{report.epochs} [{bar}] loss {report.loss:.3f}{validation} ({report.seconds:.0f} s)")
+
+
+def generate_command(arguments: argparse.Namespace) -> None:
+    """Sample pieces and write them as MIDI files."""
+    from musicgen import midi
+    from musicgen.bundle import load_bundle
+    from musicgen.sample import SampleConfig, Sampler, primer_from_score
+
+    bundle = load_bundle(arguments.bundle)
+    config = SampleConfig(
+        temperature=arguments.temperature,
+        top_k=arguments.top_k,
+        top_p=arguments.top_p,
+        max_notes=arguments.notes,
+        max_seconds=arguments.seconds,
+        seed=arguments.seed,
+        variations=arguments.variations,
+        key=arguments.key,
+        bpm=arguments.bpm,
+    )
+    primer = None
+    if arguments.primer:
+        primer = primer_from_score(midi.read(arguments.primer), bundle.info.vocabulary, arguments.primer_notes)
+    pieces = Sampler(bundle.model, bundle.info.vocabulary).scores(config, primer, arguments.program)
+    for number, piece in enumerate(pieces, 1):
+        out = arguments.out if len(pieces) == 1 else arguments.out.with_stem(f"{arguments.out.stem}-{number}")
+        out.write_bytes(midi.write(piece))
+        print(f"{out}: {len(piece.notes)} notes, {piece.duration_seconds:.1f} s")
+
+
+def info_command(arguments: argparse.Namespace) -> None:
+    """Describe a bundle without loading TensorFlow."""
+    from musicgen.bundle import read_history, read_info
+
+    info, version = read_info(arguments.bundle)
+    history = read_history(arguments.bundle)
+    config = info.model_config
+    print(f"model: {arguments.bundle}")
+    print(f"network: {config.layers} LSTM layers x {config.units} units, {config.vocabulary_size} tokens")
+    print(f"trained on {len(info.file_names)} files (corpus {info.fingerprint[:12]}), musicgen {version}")
+    if history:
+        last = history[-1]
+        validation = last.get("validation_loss")
+        print(f"epochs: {len(history)}, last loss {last['loss']:.3f}" + (f", validation {validation:.3f}" if validation else ""))
+
+
+def evaluate_command(arguments: argparse.Namespace) -> None:
+    """Held-out likelihood against the n-gram baseline, originality and style per temperature."""
+    from musicgen.evaluate import evaluate_bundle, format_report
+
+    print(format_report(evaluate_bundle(arguments.bundle, _midi_paths(arguments.files), arguments.temperatures, arguments.pieces)))

@@ -1,0 +1,162 @@
+"""Many MIDI files at once: the scores to train on, and one plain report per file.
+
+A file is skipped, with its reason in its report, when `midi.read` refuses it, when it
+has only drums (the model learns melody and harmony; tokens leave drums out), or when it
+holds the same bytes as a file already loaded. Repairs that `midi.read` warns about go
+into the report instead of being printed. The fingerprint identifies the music used, not
+the file names or their order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from musicgen import midi, tokens
+from musicgen.score import Score
+
+MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".rmi")  # compared in lower case
+INSTRUMENT_FAMILIES = (  # General MIDI groups programs in sixteen families of eight
+    "piano",
+    "chromatic percussion",
+    "organ",
+    "guitar",
+    "bass",
+    "strings",
+    "ensemble",
+    "brass",
+    "reed",
+    "pipe",
+    "synth lead",
+    "synth pad",
+    "synth effects",
+    "ethnic",
+    "percussive",
+    "sound effects",
+)
+
+ONLY_DRUMS = "it has only drums, and the model learns melody and harmony, not drums"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What became of one file."""
+
+    name: str
+    notes: int = 0  # melodic notes
+    instruments: tuple[str, ...] = ()  # General MIDI families of the melodic notes, e.g. "piano"
+    drum_notes_left_out: int = 0
+    seconds: float = 0.0  # length of the piece
+    warnings: tuple[str, ...] = ()  # repairs made while reading
+    error: str | None = None  # why the file was skipped; None when it is used
+
+    @property
+    def summary(self) -> str:
+        """One plain line, such as 'bwv269.mid: 302 notes, piano, 0:56'."""
+        if self.error is not None:
+            return f"{self.name}: skipped — {self.error}"
+        minutes, seconds = divmod(round(self.seconds), 60)
+        parts = [f"{self.notes:,} notes", ", ".join(self.instruments), f"{minutes}:{seconds:02d}"]
+        if self.drum_notes_left_out:
+            parts.append(f"{self.drum_notes_left_out:,} drum notes left out")
+        repairs = f" ({'; '.join(self.warnings)})" if self.warnings else ""
+        return f"{self.name}: {', '.join(parts)}{repairs}"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The scores of the usable files, and a report for every file given."""
+
+    names: tuple[str, ...]  # of the files used, in the order given
+    scores: tuple[Score, ...]  # one per name
+    reports: tuple[FileReport, ...]  # one per file given, used or skipped, in the order given
+    fingerprint: str  # sha256 hex over the contents of the files used
+
+    @property
+    def summary(self) -> str:
+        """One plain line, such as '19 of 20 files used: 4,212 notes, 12:34 of music'."""
+        used = [report for report in self.reports if report.error is None]
+        minutes, seconds = divmod(round(sum(report.seconds for report in used)), 60)
+        notes = f"{sum(report.notes for report in used):,} notes"
+        return f"{len(used)} of {len(self.reports)} files used: {notes}, {minutes}:{seconds:02d} of music"
+
+
+def load_corpus(sources: Iterable[tuple[str, bytes | str | os.PathLike]]) -> Corpus:
+    """A corpus from (name, file bytes or path) pairs, such as uploaded files."""
+    names, scores, reports, used = [], [], [], {}  # used: content digest -> name
+    for name, source in sources:
+        score, report, digest = _read_file(name, source)
+        if report.error is None and digest in used:
+            report = replace(report, error=f"it holds the same music as {used[digest]}")
+        if report.error is None:
+            used[digest] = name
+            names.append(name)
+            scores.append(score)
+        else:
+            log.info("%s", report.summary)
+        reports.append(report)
+    return Corpus(tuple(names), tuple(scores), tuple(reports), _fingerprint(used))
+
+
+def load_paths(paths: Iterable[str | os.PathLike]) -> Corpus:
+    """A corpus from MIDI files on disk, each named by its file name."""
+    return load_corpus((Path(path).name, path) for path in paths)
+
+
+def load_folder(folder: str | os.PathLike) -> Corpus:
+    """A corpus from every MIDI file in a folder and its subfolders, named by relative path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"not a folder: {folder}")
+    paths = sorted(path for path in folder.rglob("*") if path.suffix.lower() in MIDI_SUFFIXES)
+    return load_corpus((path.relative_to(folder).as_posix(), path) for path in paths)
+
+
+def corpus_to_ids(corpus: Corpus, vocabulary: tokens.Vocabulary) -> list[np.ndarray]:
+    """The token ids of every score, as int32 arrays."""
+    return [np.asarray(tokens.encode(score, vocabulary), dtype=np.int32) for score in corpus.scores]
+
+
+def _read_file(name: str, source: bytes | str | os.PathLike) -> tuple[Score | None, FileReport, str]:
+    """The score of one file, its report and the sha256 of its bytes (None and "" when unreadable)."""
+    try:
+        score, repairs = _read_keeping_warnings(source)
+    except midi.MidiError as error:
+        return None, FileReport(name, error=str(error)), ""
+    melodic, drums = len(score.melodic_notes), len(score.notes) - len(score.melodic_notes)
+    report = FileReport(name, melodic, _instruments(score), drums, score.duration_seconds, repairs)
+    if not melodic:
+        report = replace(report, error=ONLY_DRUMS)
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return score, report, hashlib.sha256(data).hexdigest()
+
+
+def _read_keeping_warnings(source: bytes | str | os.PathLike) -> tuple[Score, tuple[str, ...]]:
+    """The score of one file and the repairs `midi.read` warned about; other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", midi.MidiWarning)  # once per file, not once per session
+        score = midi.read(source)
+    repairs = tuple(str(w.message) for w in caught if issubclass(w.category, midi.MidiWarning))
+    for other in (w for w in caught if not issubclass(w.category, midi.MidiWarning)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return score, repairs
+
+
+def _instruments(score: Score) -> tuple[str, ...]:
+    """General MIDI families of the melodic notes, in program order, each once."""
+    families = sorted({note.program // 8 for note in score.melodic_notes})
+    return tuple(INSTRUMENT_FAMILIES[family] for family in families)
+
+
+def _fingerprint(digests: Iterable[str]) -> str:
+    """sha256 hex over the sorted content digests, so order and names do not matter."""
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()

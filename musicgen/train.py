@@ -1,0 +1,205 @@
+"""Training with model.fit: best weights by validation loss, resume from the last finished epoch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from musicgen import bundle
+from musicgen.corpus import Corpus, corpus_to_ids
+from musicgen.dataset import make_dataset, split_by_file
+from musicgen.model import ModelConfig, build_model
+from musicgen.tokens import Vocabulary
+
+import keras  # noqa: I001  (after musicgen.model, which sets the backend)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; every field but `epochs` names the run folder, so asking again resumes."""
+
+    epochs: int = 20  # total epochs of the run, 1..1000
+    sequence_length: int = 128  # tokens the LSTM reads per training window, 8..2048
+    batch_size: int = 64  # windows per step, 1..1024
+    learning_rate: float = 2e-3  # Adam step size, 1e-5..0.1
+    validation_share: float = 0.1  # share of files held out for validation, 0..0.5
+    transpose_semitones: int = 0  # augmentation: shift pitches by up to this many semitones, 0..12
+    seed: int = 0  # seeds the file split, the shuffling and the initial weights
+    jit_compile: bool = True  # compile the training step with XLA (measured faster on CPU)
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("epochs", 1, 1000),
+            ("sequence_length", 8, 2048),
+            ("batch_size", 1, 1024),
+            ("transpose_semitones", 0, 12),
+            ("seed", 0, 2**31 - 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be a whole number in range {low}..{high}, got {value!r}")
+        if not 1e-5 <= self.learning_rate <= 0.1:
+            raise ValueError(f"learning_rate must be in range 1e-5..0.1, got {self.learning_rate!r}")
+        if not 0 <= self.validation_share <= 0.5:
+            raise ValueError(f"validation_share must be in range 0..0.5, got {self.validation_share!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Rebuild from JSON data, ignoring nothing and refusing unknown fields."""
+        unknown = set(data) - {field.name for field in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the progress hook hears after each epoch."""
+
+    epoch: int  # 1-based number of the finished epoch
+    epochs: int  # epochs asked for in this run
+    loss: float  # mean training loss, nats per token
+    validation_loss: float | None  # None when no file was held out
+    seconds: float  # time this epoch took
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a call to `train` ended."""
+
+    run_dir: Path
+    resumed_from_epoch: int  # 0 for a fresh run
+    epochs_done: int
+    stopped: bool  # True when `should_stop` ended it early
+
+
+class TrainingStopped(Exception):
+    """Raised inside fit to end training at once; the last finished epoch is kept."""
+
+
+def run_folder(runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig) -> Path:
+    """The folder of the run for this corpus and these settings (epochs excluded)."""
+    settings = {**asdict(model_config), **asdict(train_config)}
+    del settings["epochs"]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return Path(runs_root) / f"{fingerprint[:12]}-{digest[:10]}"
+
+
+def train(
+    corpus: Corpus,
+    runs_root: Path,
+    model_config: ModelConfig = ModelConfig(),
+    train_config: TrainConfig = TrainConfig(),
+    vocabulary: Vocabulary = Vocabulary(),
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train (or resume) the run for this corpus and settings; the run folder is a model bundle."""
+    model_config = ModelConfig(**{**asdict(model_config), "vocabulary_size": len(vocabulary)})
+    run_dir = run_folder(runs_root, corpus.fingerprint, model_config, train_config)
+    return train_sequences(
+        corpus_to_ids(corpus, vocabulary),
+        run_dir,
+        bundle.BundleInfo(model_config, vocabulary, corpus.fingerprint, list(corpus.names), train_config),
+        on_epoch,
+        should_stop,
+    )
+
+
+def train_sequences(
+    sequences: Sequence[np.ndarray],
+    run_dir: Path,
+    info: bundle.BundleInfo,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train on token arrays into `run_dir`, resuming whatever finished epochs it holds."""
+    config = info.train_config
+    train_part, validation_part = split_by_file(sequences, config.validation_share, config.seed)
+    _check_long_enough(train_part, config.sequence_length)
+    keras.utils.set_random_seed(config.seed)
+    model = _compiled_model(info.model_config, config)
+    history = bundle.read_history(run_dir)
+    bundle.write_info(run_dir, info)
+    progress = _Progress(run_dir, info, history, on_epoch, should_stop)
+    try:
+        model.fit(
+            _datasets(train_part, info, config, shuffle=True),
+            validation_data=_datasets(validation_part, info, config, shuffle=False) if validation_part else None,
+            epochs=config.epochs,
+            shuffle=False,  # the dataset shuffles its windows itself
+            callbacks=[keras.callbacks.BackupAndRestore(run_dir / "backup", delete_checkpoint=False), progress],
+            verbose=0,
+        )
+    except TrainingStopped:
+        return TrainResult(run_dir, len(history), len(progress.history), stopped=True)
+    return TrainResult(run_dir, len(history), len(progress.history), stopped=False)
+
+
+def _check_long_enough(sequences: Sequence[np.ndarray], sequence_length: int) -> None:
+    total = sum(len(sequence) for sequence in sequences)
+    if total < sequence_length + 2:
+        raise ValueError(
+            f"the training music is too short for a sequence length of {sequence_length}: "
+            f"it has {total} tokens; add files or lower the sequence length"
+        )
+
+
+def _compiled_model(model_config: ModelConfig, config: TrainConfig) -> keras.Model:
+    model = build_model(model_config)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def _datasets(sequences, info: bundle.BundleInfo, config: TrainConfig, shuffle: bool):
+    tables = None
+    if shuffle and config.transpose_semitones:
+        shifts = range(-config.transpose_semitones, config.transpose_semitones + 1)
+        tables = np.stack([info.vocabulary.transpose_table(shift) for shift in shifts])
+    return make_dataset(sequences, config.sequence_length, config.batch_size, config.seed, shuffle, tables)
+
+
+class _Progress(keras.callbacks.Callback):
+    """Records history, keeps the best weights, reports each epoch and stops on request."""
+
+    def __init__(self, run_dir, info, history, on_epoch, should_stop):
+        super().__init__()
+        self.run_dir, self.info, self.history = run_dir, info, list(history)
+        self.on_epoch, self.should_stop = on_epoch, should_stop
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        del self.history[self.model._initial_epoch or 0 :]  # epochs after the last backup did not happen
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingStopped
+
+    def on_epoch_end(self, epoch, logs=None):
+        report = EpochReport(
+            epoch + 1,
+            self.params["epochs"],
+            float(logs["loss"]),
+            float(logs["val_loss"]) if "val_loss" in logs else None,
+            time.perf_counter() - self.started,
+        )
+        score = report.validation_loss if report.validation_loss is not None else report.loss
+        if all(score < bundle.selection_loss(entry) for entry in self.history):
+            bundle.write_weights(self.run_dir, self.model, self.info.model_config)
+        self.history.append(asdict(report))
+        bundle.write_history(self.run_dir, self.history)
+        if self.on_epoch is not None:
+            self.on_epoch(report)

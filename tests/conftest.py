@@ -1,0 +1,29 @@
+"""Shared test helpers: small scores and tiny trained models built in memory."""
+
+import random
+
+import numpy as np
+import pytest
+
+from musicgen.score import Note, Score
+from musicgen.tokens import Vocabulary, encode
+
+TINY_MODEL = dict(embedding_size=8, layers=1, units=16, dropout=0.0)
+
+
+def scale_piece(seed: int, notes: int = 48) -> Score:
+    """A short on-grid piece of C-major chords and runs, different for each seed."""
+    rng = random.Random(seed)
+    pitches, events, beat = [60, 62, 64, 65, 67, 69, 71, 72], [], 0.0
+    for _ in range(notes // 2):
+        root = rng.choice(pitches)
+        length = rng.choice([0.5, 1.0])
+        events += [Note(beat, root, beat + length, 72), Note(beat, root - 12, beat + length, 72)]
+        beat += length
+    return Score(tuple(events))
+
+
+@pytest.fixture(scope="session")
+def token_sequences() -> list[np.ndarray]:
+    """Twelve short pieces as token arrays of the default vocabulary."""
+    return [np.array(encode(scale_piece(seed), Vocabulary()), np.int32) for seed in range(12)]

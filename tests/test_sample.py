@@ -1,0 +1,106 @@
+"""The sampler against the Keras model it runs, on a tiny trained network."""
+
+import numpy as np
+import pytest
+
+from musicgen import midi
+from musicgen.bundle import BundleInfo, load_bundle
+from musicgen.model import ModelConfig
+from musicgen.sample import (
+    SampleConfig,
+    Sampler,
+    allowed_token_mask,
+    follow_mask,
+    opening_mask,
+    primer_from_score,
+    scale_pitch_classes,
+)
+from musicgen.tokens import END, START, Vocabulary, decode
+from musicgen.train import TrainConfig, train_sequences
+from tests.conftest import TINY_MODEL, scale_piece
+
+VOCABULARY = Vocabulary()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, token_sequences):
+    folder = tmp_path_factory.mktemp("run")
+    config = TrainConfig(epochs=3, sequence_length=16, batch_size=8, learning_rate=0.01)
+    model_config = ModelConfig(vocabulary_size=len(VOCABULARY), **TINY_MODEL)
+    train_sequences(token_sequences, folder, BundleInfo(model_config, VOCABULARY, "0" * 64, [], config))
+    return load_bundle(folder)
+
+
+@pytest.fixture(scope="module")
+def sampler(trained):
+    return Sampler(trained.model, VOCABULARY)
+
+
+def test_greedy_sampling_follows_the_keras_model_step_by_step(trained, sampler):
+    generated = sampler.generate(SampleConfig(temperature=0.0, max_notes=12))[0]
+    allowed = allowed_token_mask(VOCABULARY, None)
+    may_follow, opening = follow_mask(VOCABULARY), opening_mask(VOCABULARY)
+    notes = 0
+    for position in range(1, min(len(generated), 30)):
+        logits = trained.model(np.array([generated[:position]]))[0, -1].numpy()
+        mask = allowed & may_follow[generated[position - 1]] & (opening | (notes > 0))
+        assert generated[position] == int(np.argmax(np.where(mask, logits, -np.inf)))
+        notes += int(VOCABULARY.pitch_of_id[generated[position]] >= 0)
+
+
+def test_the_same_seed_gives_the_same_piece_and_another_seed_another(sampler):
+    config = SampleConfig(temperature=1.2, seed=7, max_seconds=10)
+    assert sampler.generate(config) == sampler.generate(config)
+    other = SampleConfig(temperature=1.2, seed=8, max_seconds=10)
+    assert sampler.generate(config) != sampler.generate(other)
+
+
+def test_key_lock_never_emits_a_pitch_outside_the_scale(sampler):
+    scale = scale_pitch_classes("D minor")
+    config = SampleConfig(temperature=2.5, key="D minor", variations=4, max_seconds=20, seed=3)
+    for piece in sampler.scores(config):
+        assert piece.notes and {note.pitch % 12 for note in piece.notes} <= scale
+
+
+def test_length_limits_in_seconds_and_notes_are_kept(sampler):
+    for piece in sampler.scores(SampleConfig(max_seconds=5, bpm=120, seed=1, variations=3)):
+        assert 0 < piece.duration_seconds <= 5 + 1e-6
+    for ids in sampler.generate(SampleConfig(max_notes=10, max_seconds=600, seed=2)):
+        assert sum(VOCABULARY.pitch_of_id[i] >= 0 for i in ids) <= 11
+
+
+def test_variations_differ_and_each_is_a_readable_midi_file(sampler):
+    pieces = sampler.scores(SampleConfig(temperature=1.5, variations=4, seed=5, max_seconds=8))
+    assert len({piece.notes for piece in pieces}) == 4
+    for piece in pieces:
+        assert midi.read(midi.write(piece)).notes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_wild_settings_still_give_a_readable_midi_file(sampler, seed):
+    config = SampleConfig(temperature=3.0, top_k=3, top_p=0.3, max_seconds=3, seed=seed)
+    piece = sampler.scores(config)[0]
+    assert midi.read(midi.write(piece)).notes
+
+
+def test_primer_opens_the_piece(sampler):
+    primer = primer_from_score(scale_piece(99), VOCABULARY, notes=6)
+    generated = sampler.generate(SampleConfig(seed=1, max_seconds=10), primer)[0]
+    assert generated[: len(primer)] == primer and primer[0] == START
+    assert set(decode(primer, VOCABULARY).notes) <= set(decode(generated, VOCABULARY).notes)
+    assert END not in primer
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"variations": 50}, "variations"),
+        ({"key": "H major"}, "key must be"),
+        ({"max_seconds": 10_000}, "max_seconds"),
+    ],
+)
+def test_absurd_sampling_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        SampleConfig(**settings)
