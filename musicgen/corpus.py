@@ -1,10 +1,10 @@
 """Many MIDI files at once: the scores to train on, and one plain report per file.
 
 A file is skipped, with its reason in its report, when `midi.read` refuses it, when it
-has only drums (the model learns melody and harmony; tokens leave drums out), or when it
-holds the same bytes as a file already loaded. Repairs that `midi.read` warns about go
-into the report instead of being printed. The fingerprint identifies the music used, not
-the file names or their order.
+has only drums (the model learns melody and harmony; tokens leave drums out by default),
+or when it holds the same bytes as a file already loaded. Repairs that `midi.read` warns
+about go into the report instead of being printed. The fingerprint identifies the music
+used, not the file names or their order.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ class FileReport:
         if self.error is not None:
             return f"{self.name}: skipped — {self.error}"
         minutes, seconds = divmod(round(self.seconds), 60)
-        parts = [f"{self.notes:,} notes", ", ".join(self.instruments), f"{minutes}:{seconds:02d}"]
+        parts = [_count(self.notes, "note"), ", ".join(self.instruments), f"{minutes}:{seconds:02d}"]
         if self.drum_notes_left_out:
-            parts.append(f"{self.drum_notes_left_out:,} drum notes left out")
+            parts.append(f"{_count(self.drum_notes_left_out, 'drum note')} left out")
         repairs = f" ({'; '.join(self.warnings)})" if self.warnings else ""
         return f"{self.name}: {', '.join(parts)}{repairs}"
 
@@ -86,7 +86,7 @@ class Corpus:
         """One plain line, such as '19 of 20 files used: 4,212 notes, 12:34 of music'."""
         used = [report for report in self.reports if report.error is None]
         minutes, seconds = divmod(round(sum(report.seconds for report in used)), 60)
-        notes = f"{sum(report.notes for report in used):,} notes"
+        notes = _count(sum(report.notes for report in used), "note")
         return f"{len(used)} of {len(self.reports)} files used: {notes}, {minutes}:{seconds:02d} of music"
 
 
@@ -136,7 +136,7 @@ def _read_file(name: str, source: bytes | str | os.PathLike) -> tuple[Score | No
     report = FileReport(name, melodic, _instruments(score), drums, score.duration_seconds, repairs)
     if not melodic:
         report = replace(report, error=ONLY_DRUMS)
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    data = source if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
     return score, report, hashlib.sha256(data).hexdigest()
 
 
@@ -155,6 +155,11 @@ def _instruments(score: Score) -> tuple[str, ...]:
     """General MIDI families of the melodic notes, in program order, each once."""
     families = sorted({note.program // 8 for note in score.melodic_notes})
     return tuple(INSTRUMENT_FAMILIES[family] for family in families)
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 note', '2 notes', '1,024 notes'."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def _fingerprint(digests: Iterable[str]) -> str:

@@ -339,12 +339,12 @@ def _time_signature(tracks: list[_TimedTrack]) -> tuple[int, int]:
 
 
 def write(score: Score) -> bytes:
-    """A format-1 MIDI file: a tempo track, then one track per (program, is_drum).
+    """A format-1 MIDI file: a tempo track, then tracks per (program, is_drum).
 
     Drums go on channel 10 and programs on the other channels; past 15 programs, channels
     are shared, with a program change wherever the program on a channel switches. Notes
-    last at least one tick, and a note overlapping an earlier one of the same pitch on its
-    channel ends that one, which is how `read` would hear it anyway.
+    last at least one tick. Notes of one pitch that overlap (two voices in unison) go to
+    separate tracks of their instrument, so `read` gives every note back exactly.
     """
     midi_file = mido.MidiFile(type=1, ticks_per_beat=score.ticks_per_beat)
     midi_file.tracks.append(_track_from_events(_conductor_events(score)))
@@ -364,8 +364,8 @@ def _conductor_events(score: Score) -> list[tuple[int, int, mido.MetaMessage]]:
     return events
 
 
-def _instrument_events(score: Score) -> dict[tuple[int, bool], list[tuple[int, int, mido.Message]]]:
-    """(program, is_drum) -> (tick, rank, message) of its program changes and notes."""
+def _instrument_events(score: Score) -> dict[tuple[int, bool, int], list[tuple[int, int, mido.Message]]]:
+    """(program, is_drum, layer) -> (tick, rank, message) of its program changes and notes."""
     channels = _channel_of_instrument(score.notes)
     by_channel = defaultdict(list)  # channel -> (start tick, end tick, note)
     for note in score.notes:
@@ -374,8 +374,21 @@ def _instrument_events(score: Score) -> dict[tuple[int, bool], list[tuple[int, i
         by_channel[channels[note.program, note.is_drum]].append((start, end, note))
     events = defaultdict(list)
     for channel, timed_notes in sorted(by_channel.items()):
-        _add_channel_events(events, channel, sorted(timed_notes))
+        _add_channel_events(events, channel, _layers(sorted(timed_notes)))
     return dict(sorted(events.items()))
+
+
+def _layers(timed_notes: list[tuple[int, int, Note]]) -> list[tuple[int, int, Note, int]]:
+    """(start, end, note, layer): no two notes of one pitch overlap within a layer (each layer is a track)."""
+    ends: list[dict[int, int]] = []  # per layer: pitch -> end tick of its last note
+    layered = []
+    for start, end, note in timed_notes:
+        layer = next((i for i, last in enumerate(ends) if last.get(note.pitch, start) <= start), len(ends))
+        if layer == len(ends):
+            ends.append({})
+        ends[layer][note.pitch] = end
+        layered.append((start, end, note, layer))
+    return layered
 
 
 def _channel_of_instrument(notes: tuple[Note, ...]) -> dict[tuple[int, bool], int]:
@@ -388,29 +401,17 @@ def _channel_of_instrument(notes: tuple[Note, ...]) -> dict[tuple[int, bool], in
     return channels | {instrument: DRUM_CHANNEL for instrument in instruments if instrument[1]}
 
 
-def _add_channel_events(events: dict, channel: int, timed_notes: list[tuple[int, int, Note]]) -> None:
-    """Append one channel's program changes and notes to the events of their instruments."""
+def _add_channel_events(events: dict, channel: int, layered_notes: list[tuple[int, int, Note, int]]) -> None:
+    """Append a channel's program changes and notes, in time order, to the events of their tracks."""
     program = None
-    for start, end, note in _without_overlaps(timed_notes):
-        instrument = events[note.program, note.is_drum]
+    for start, end, note, layer in layered_notes:
+        track = events[note.program, note.is_drum, layer]
         if note.program != program:
             change = mido.Message("program_change", channel=channel, program=note.program)
-            instrument.append((0 if program is None else start, _PROGRAM_CHANGE, change))
+            track.append((0 if program is None else start, _PROGRAM_CHANGE, change))
             program = note.program
-        instrument.append((start, _NOTE_ON, _note_message("note_on", channel, note.pitch, note.velocity)))
-        instrument.append((end, _NOTE_OFF, _note_message("note_off", channel, note.pitch, 0)))
-
-
-def _without_overlaps(timed_notes: list[tuple[int, int, Note]]) -> list[tuple[int, int, Note]]:
-    """(start, end, note) in time order, each cut where the next of its pitch starts; empty ones dropped."""
-    next_start: dict[int, int] = {}  # pitch -> start tick of the next note at that pitch
-    kept = []
-    for start, end, note in reversed(timed_notes):
-        end = min(end, next_start.get(note.pitch, end))
-        if end > start:
-            kept.append((start, end, note))
-        next_start[note.pitch] = start
-    return kept[::-1]
+        track.append((start, _NOTE_ON, _note_message("note_on", channel, note.pitch, note.velocity)))
+        track.append((end, _NOTE_OFF, _note_message("note_off", channel, note.pitch, 0)))
 
 
 def _note_message(kind: str, channel: int, pitch: int, velocity: int) -> mido.Message:

@@ -144,7 +144,7 @@ def _snap(note: Note, steps_per_beat: int, velocity_values: tuple[int, ...]) -> 
         end / steps_per_beat,
         _nearest_velocity(note.velocity, velocity_values),
         0,
-        note.is_drum,
+        False,  # tokens carry no instrument: kept drums come back as plain notes
     )
 
 

@@ -99,8 +99,14 @@ def train(
     vocabulary: Vocabulary = Vocabulary(),
     on_epoch: Callable[[EpochReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    start_from: bundle.Bundle | None = None,
 ) -> TrainResult:
-    """Train (or resume) the run for this corpus and settings; the run folder is a model bundle."""
+    """Train (or resume) the run for this corpus and settings; the run folder is a model bundle.
+
+    start_from: a trained model whose weights a new run starts from (its settings and vocabulary are used).
+    """
+    if start_from is not None:
+        model_config, vocabulary = start_from.info.model_config, start_from.info.vocabulary
     model_config = ModelConfig(**{**asdict(model_config), "vocabulary_size": len(vocabulary)})
     run_dir = run_folder(runs_root, corpus.fingerprint, model_config, train_config)
     return train_sequences(
@@ -109,6 +115,7 @@ def train(
         bundle.BundleInfo(model_config, vocabulary, corpus.fingerprint, list(corpus.names), train_config),
         on_epoch,
         should_stop,
+        start_from.model.get_weights() if start_from is not None else None,
     )
 
 
@@ -118,6 +125,7 @@ def train_sequences(
     info: bundle.BundleInfo,
     on_epoch: Callable[[EpochReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    initial_weights: list[np.ndarray] | None = None,
 ) -> TrainResult:
     """Train on token arrays into `run_dir`, resuming whatever finished epochs it holds."""
     config = info.train_config
@@ -125,6 +133,8 @@ def train_sequences(
     _check_long_enough(train_part, config.sequence_length)
     keras.utils.set_random_seed(config.seed)
     model = _compiled_model(info.model_config, config)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)  # a saved backup of this run, if any, takes precedence in fit
     history = bundle.read_history(run_dir)
     bundle.write_info(run_dir, info)
     progress = _Progress(run_dir, info, history, on_epoch, should_stop)

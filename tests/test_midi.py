@@ -397,13 +397,9 @@ def test_more_than_15_programs_share_channels_and_keep_their_programs():
     assert read(write(Score(notes))).notes == notes
 
 
-def test_overlapping_notes_of_one_pitch_on_one_channel_are_cut_where_the_next_starts():
-    notes = (Note(0.0, 60, 2.0, 80), Note(1.0, 60, 3.0, 90), Note(1.0, 60, 1.5, 70, program=8))
-    assert read(write(Score(notes))).notes == (
-        Note(0.0, 60, 1.0, 80),
-        Note(1.0, 60, 1.5, 70, program=8),  # another program, so another channel: no overlap
-        Note(1.0, 60, 3.0, 90),
-    )
+def test_voices_in_unison_come_back_exactly():
+    notes = (Note(0.0, 60, 2.0, 80), Note(1.0, 60, 3.0, 90), Note(1.0, 60, 1.5, 70, program=8), Note(1.0, 60, 2.5))
+    assert read(write(Score(notes))).notes == Score(notes).notes
 
 
 def test_notes_off_the_tick_grid_are_rounded_and_last_at_least_a_tick():

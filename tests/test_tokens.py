@@ -1,0 +1,250 @@
+"""musicgen.tokens: exact round trips on the grid, over the bundled chorales and random scores."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from musicgen import midi
+from musicgen.score import Note, Score
+from musicgen.tokens import TokenConfig, Vocabulary, decode, encode, quantize
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLE_FILES = sorted(SAMPLES.rglob("*.mid"))
+VOCABULARY = Vocabulary()
+
+
+def token_names(ids: list[int], vocabulary: Vocabulary = VOCABULARY) -> list[str]:
+    return [vocabulary.names[i] for i in ids]
+
+
+def tokens_per_note(scores: list[Score], vocabulary: Vocabulary = VOCABULARY) -> float:
+    """Average token count per note kept, `start` and `end` included."""
+    ids = sum(len(encode(score, vocabulary)) for score in scores)
+    return ids / sum(len(quantize(score, vocabulary).notes) for score in scores)
+
+
+# The bundled corpus.
+
+
+def test_the_bundled_corpus_is_there():
+    assert len(SAMPLE_FILES) > 300, "run .venv/bin/python scripts/make_samples.py"
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda path: path.relative_to(SAMPLES).as_posix())
+def test_every_bundled_file_comes_back_exactly_on_the_grid(path):
+    score = midi.read(path)
+    assert decode(encode(score)).notes == quantize(score).notes
+
+
+def test_the_chorales_take_between_two_and_three_tokens_a_note():
+    ratio = tokens_per_note([midi.read(path) for path in SAMPLE_FILES])
+    print(f"tokens per note on the bundled corpus: {ratio:.2f}")
+    assert 2.0 < ratio < 3.0
+
+
+# Random scores.
+
+configs = st.builds(
+    TokenConfig,
+    steps_per_beat=st.integers(1, 48),
+    max_shift_steps=st.integers(1, 64),
+    max_duration_steps=st.integers(1, 64),
+    velocity_bins=st.integers(1, 32),
+    include_drums=st.booleans(),
+)
+notes = st.builds(
+    Note,
+    start=st.floats(0, 64, allow_nan=False),
+    pitch=st.integers(0, 127),
+    end=st.floats(0, 80, allow_nan=False),
+    velocity=st.integers(1, 127),
+    program=st.integers(0, 127),
+    is_drum=st.booleans(),
+)
+scores = st.builds(Score, st.lists(notes, max_size=60).map(tuple))
+
+
+@settings(max_examples=300, deadline=None)
+@given(scores, configs)
+def test_any_score_comes_back_exactly_as_quantized(score, config):
+    vocabulary = Vocabulary(config)
+    assert decode(encode(score, vocabulary), vocabulary).notes == quantize(score, vocabulary).notes
+
+
+@settings(max_examples=100, deadline=None)
+@given(scores, configs)
+def test_quantized_scores_are_on_the_grid_and_stay_put(score, config):
+    vocabulary = Vocabulary(config)
+    on_grid = quantize(score, vocabulary)
+    assert quantize(on_grid, vocabulary) == on_grid
+    for note in on_grid.notes:
+        step = note.start * config.steps_per_beat
+        assert step == pytest.approx(round(step), abs=1e-9) and note.end > note.start
+        assert note.velocity in vocabulary.velocity_values and note.program == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.integers(-3, len(VOCABULARY) + 3), st.integers()), max_size=300),
+    st.integers(0, 127),
+)
+def test_decode_makes_a_valid_score_of_any_ids(ids, program):
+    score = decode(ids, program=program)
+    for note in score.notes:
+        assert 0 <= note.start < note.end
+        assert 0 <= note.pitch <= 127 and 1 <= note.velocity <= 127
+        assert (note.program, note.is_drum) == (program, False)
+
+
+def test_decode_takes_numpy_arrays():
+    ids = np.array(encode(Score((Note(0.0, 60, 1.0),))), np.int32)
+    assert decode(ids).notes == (Note(0.0, 60, 1.0, 72),)
+
+
+# How music becomes tokens.
+
+
+def test_a_chord_shares_one_shift_and_one_velocity():
+    chords = [Note(0.0, pitch, 1.0, 72) for pitch in (60, 64, 67)] + [Note(1.0, 62, 1.5, 72)]
+    assert token_names(encode(Score(tuple(chords)))) == [
+        "start",
+        "velocity_72",
+        "pitch_60",
+        "duration_4",
+        "pitch_64",
+        "duration_4",
+        "pitch_67",
+        "duration_4",
+        "shift_4",
+        "pitch_62",
+        "duration_2",
+        "end",
+    ]
+
+
+def test_loudness_is_repeated_only_when_it_changes():
+    notes = (Note(0.0, 60, 1.0, 100), Note(1.0, 62, 2.0, 100), Note(2.0, 64, 3.0, 40))
+    names = token_names(encode(Score(notes)))
+    assert [name for name in names if name.startswith("velocity")] == ["velocity_104", "velocity_40"]
+
+
+def test_long_notes_and_long_gaps_chain_tokens():
+    vocabulary = Vocabulary(TokenConfig(max_shift_steps=16, max_duration_steps=32))
+    notes = (Note(0.0, 60, 20.0, 72), Note(30.0, 62, 31.0, 72))  # 80 steps long, then 120 steps later
+    names = token_names(encode(Score(notes), vocabulary), vocabulary)
+    assert names == [
+        "start",
+        "velocity_72",
+        "pitch_60",
+        *["duration_32", "duration_32", "duration_16"],
+        *["shift_16"] * 7,
+        "shift_8",
+        "pitch_62",
+        "duration_4",
+        "end",
+    ]
+    assert decode(encode(Score(notes), vocabulary), vocabulary).notes == notes
+
+
+def test_off_grid_times_snap_to_the_nearest_step_and_last_at_least_one():
+    notes = (Note(1 / 3, 60, 0.4, 50), Note(0.9, 62, 2.1, 127))
+    assert quantize(Score(notes)).notes == (Note(0.25, 60, 0.5, 56), Note(1.0, 62, 2.0, 120))
+
+
+def test_drums_are_left_out_unless_kept():
+    notes = (Note(0.0, 36, 0.25, 100, is_drum=True), Note(0.0, 60, 1.0, 72, program=40))
+    assert decode(encode(Score(notes))).notes == (Note(0.0, 60, 1.0, 72),)
+    keeping = Vocabulary(TokenConfig(include_drums=True))
+    assert decode(encode(Score(notes), keeping), keeping).notes == (  # tokens carry no instrument
+        Note(0.0, 36, 0.25, 104),
+        Note(0.0, 60, 1.0, 72),
+    )
+
+
+def test_decode_skips_what_it_cannot_use():
+    ids = {name: i for i, name in enumerate(VOCABULARY.names)}
+    sequence = [
+        ids["duration_4"],  # no pitch yet: ignored
+        ids["pitch_60"],  # no duration: dropped
+        ids["pitch_62"],
+        len(VOCABULARY) + 10,  # unknown id: skipped, and it ends the note before it
+        -1,
+        ids["pitch_64"],
+        ids["duration_2"],
+        ids["end"],
+        ids["pitch_65"],  # after the end: cut
+        ids["duration_4"],
+    ]
+    assert decode(sequence).notes == (Note(0.0, 64, 0.5, 72),)
+
+
+def test_transposing_ids_moves_every_pitch_and_clamps_at_the_edges():
+    notes = (Note(0.0, 60, 1.0, 72), Note(1.0, 125, 2.0, 72))
+    table = VOCABULARY.transpose_table(5)
+    moved = decode(table[encode(Score(notes))])
+    assert [note.pitch for note in moved.notes] == [65, 127]
+
+
+# Settings and the saved vocabulary.
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("steps_per_beat", 0),
+        ("steps_per_beat", 49),
+        ("steps_per_beat", 4.0),
+        ("max_shift_steps", 0),
+        ("max_shift_steps", 257),
+        ("max_duration_steps", -1),
+        ("velocity_bins", 33),
+        ("velocity_bins", "8"),
+    ],
+)
+def test_token_config_names_the_field_and_its_range(field, value):
+    with pytest.raises(ValueError, match=rf"^{field} must be in range \d+\.\.\d+, got {value!r}$"):
+        TokenConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [TokenConfig(), TokenConfig(12, 48, 96, 16, True), TokenConfig(1, 1, 1, 1)],
+)
+def test_a_vocabulary_survives_json(config):
+    vocabulary = Vocabulary(config)
+    again = Vocabulary.from_dict(json.loads(json.dumps(vocabulary.to_dict())))
+    assert again == vocabulary and again.names == vocabulary.names
+
+
+def test_an_edited_vocabulary_is_refused():
+    data = VOCABULARY.to_dict()
+    data["names"][5], data["names"][6] = data["names"][6], data["names"][5]
+    with pytest.raises(ValueError, match="it was edited or is damaged"):
+        Vocabulary.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"config": {}},
+        {"names": []},
+        {"config": {"steps": 4}, "names": []},
+        {"config": 4, "names": []},
+        [],
+    ],
+)
+def test_an_incomplete_vocabulary_is_refused(data):
+    with pytest.raises(ValueError, match="incomplete or malformed"):
+        Vocabulary.from_dict(data)
+
+
+def test_a_vocabulary_with_impossible_settings_is_refused():
+    data = VOCABULARY.to_dict()
+    data["config"]["steps_per_beat"] = 0
+    with pytest.raises(ValueError, match="steps_per_beat must be in range"):
+        Vocabulary.from_dict(data)
