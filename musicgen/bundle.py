@@ -125,7 +125,9 @@ def read_info(folder: Path) -> tuple[BundleInfo, str]:
         model_config = ModelConfig.from_dict(config["model"])
         vocabulary = Vocabulary.from_dict(_read_json(folder, "vocabulary.json"))
         train_config = TrainConfig.from_dict(config["train"]) if config.get("train") else None
-        info = BundleInfo(model_config, vocabulary, str(corpus["fingerprint"]), list(corpus["files"]), train_config)
+        info = BundleInfo(
+            model_config, vocabulary, str(corpus["fingerprint"]), list(corpus["files"]), train_config
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(f"the model's settings are damaged or from another program ({error})") from None
     if model_config.vocabulary_size != len(vocabulary):
@@ -175,7 +177,9 @@ def bundle_to_zip(folder: Path) -> bytes:
 def zip_to_bundle(data: bytes, folder: Path) -> Bundle:
     """Unpack an uploaded zip into `folder` (known file names only) and load it."""
     if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError(f"this model file is {len(data) / 1e6:.0f} MB; the limit is {MAX_BUNDLE_BYTES // 1_000_000} MB")
+        raise BundleError(
+            f"this model file is {len(data) / 1e6:.0f} MB; the limit is {MAX_BUNDLE_BYTES // 1_000_000} MB"
+        )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = {info.filename: info for info in archive.infolist() if info.filename in BUNDLE_FILES}
@@ -185,5 +189,7 @@ def zip_to_bundle(data: bytes, folder: Path) -> Bundle:
             for name, member in members.items():
                 (folder / name).write_bytes(archive.read(member))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
-        raise BundleError("this is not a musicgen model file (it should be a .zip downloaded from musicgen)") from None
+        raise BundleError(
+            "this is not a musicgen model file (it should be a .zip downloaded from musicgen)"
+        ) from None
     return load_bundle(folder)

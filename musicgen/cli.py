@@ -184,11 +184,18 @@ def info_command(arguments: argparse.Namespace) -> None:
     if history:
         last = history[-1]
         validation = last.get("validation_loss")
-        print(f"epochs: {len(history)}, last loss {last['loss']:.3f}" + (f", validation {validation:.3f}" if validation else ""))
+        print(
+            f"epochs: {len(history)}, last loss {last['loss']:.3f}"
+            + (f", validation {validation:.3f}" if validation else "")
+        )
 
 
 def evaluate_command(arguments: argparse.Namespace) -> None:
     """Held-out likelihood against the n-gram baseline, originality and style per temperature."""
     from musicgen.evaluate import evaluate_bundle, format_report
 
-    print(format_report(evaluate_bundle(arguments.bundle, _midi_paths(arguments.files), arguments.temperatures, arguments.pieces)))
+    print(
+        format_report(
+            evaluate_bundle(arguments.bundle, _midi_paths(arguments.files), arguments.temperatures, arguments.pieces)
+        )
+    )

@@ -101,7 +101,9 @@ class Sampler:
         self.vocabulary = vocabulary
         self.embedding = tf.constant(model.get_layer("embedding").get_weights()[0])
         self.lstm_weights = [
-            tuple(tf.constant(w) for w in layer.get_weights()) for layer in model.layers if layer.name.startswith("lstm_")
+            tuple(tf.constant(w) for w in layer.get_weights())
+            for layer in model.layers
+            if layer.name.startswith("lstm_")
         ]
         self.output_weights = tuple(tf.constant(w) for w in model.get_layer("logits").get_weights())
         self.units = int(self.lstm_weights[0][1].shape[0])
@@ -137,14 +139,17 @@ class Sampler:
     def scores(self, config: SampleConfig, primer: list[int] | None = None, program: int = 0) -> list[Score]:
         """The generated pieces as Scores, at the config's tempo and cut to its length in seconds."""
         microseconds_per_beat = round(60_000_000 / config.bpm)
-        pieces = [decode(ids, self.vocabulary, program, microseconds_per_beat) for ids in self.generate(config, primer)]
+        pieces = [
+            decode(ids, self.vocabulary, program, microseconds_per_beat)
+            for ids in self.generate(config, primer)
+        ]
         return [trim_to_seconds(piece, config.max_seconds) for piece in pieces]
 
     def _step(self, token_ids, states):
         """One network step for a batch of ids; returns logits and the new (h, c) per layer."""
         x = tf.gather(self.embedding, token_ids)
         new_states = []
-        for (kernel, recurrent_kernel, bias), (h, c) in zip(self.lstm_weights, states):
+        for (kernel, recurrent_kernel, bias), (h, c) in zip(self.lstm_weights, states, strict=True):
             z = tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias
             i, f, g, o = tf.split(z, 4, axis=1)  # Keras gate order: input, forget, cell, output
             c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
@@ -162,7 +167,9 @@ class Sampler:
             _, states = self._step(primer[:, position], states)
         return states
 
-    def _generate_loop(self, token, states, max_new, temperature, top_k, top_p, allowed, seed, max_notes, max_steps, greedy):
+    def _generate_loop(
+        self, token, states, max_new, temperature, top_k, top_p, allowed, seed, max_notes, max_steps, greedy
+    ):
         """Sample until every row has ended or a limit is reached; (batch, MAX_TOKENS) ids, padded."""
         batch = tf.shape(token)[0]
 
@@ -171,7 +178,9 @@ class Sampler:
 
         def next_token(index, token, states, done, notes, steps, outputs):
             logits, states = self._step(token, states)
-            allowed_now = allowed & tf.gather(self.follow_mask, token) & ((notes > 0)[:, None] | self.opening_mask)
+            allowed_now = (
+                allowed & tf.gather(self.follow_mask, token) & ((notes > 0)[:, None] | self.opening_mask)
+            )
             token = _choose(logits, temperature, top_k, top_p, allowed_now, seed + [0, index], greedy)
             token = tf.where(done, PAD, token)
             notes += tf.cast(tf.gather(self.pitch_of_id, token), tf.int32)

@@ -56,7 +56,7 @@ class Score:
 
     def _seconds_at_tempo_changes(self) -> list[float]:
         seconds, starts = 0.0, [0.0]
-        for previous, tempo in zip(self.tempos, self.tempos[1:]):
+        for previous, tempo in zip(self.tempos, self.tempos[1:], strict=False):
             seconds += (tempo.beat - previous.beat) * previous.microseconds_per_beat / 1e6
             starts.append(seconds)
         return starts

@@ -16,10 +16,10 @@ Drums are left out unless `include_drums` is set, and tokens carry no instrument
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from itertools import groupby
-from typing import Iterable
 
 import numpy as np
 
@@ -120,7 +120,9 @@ class Vocabulary:
         except (KeyError, TypeError) as error:
             raise ValueError(f"the vocabulary file is incomplete or malformed ({error})") from None
         if names != vocabulary.names:
-            raise ValueError("the vocabulary file does not match its own settings: it was edited or is damaged")
+            raise ValueError(
+                "the vocabulary file does not match its own settings: it was edited or is damaged"
+            )
         return vocabulary
 
 
@@ -190,7 +192,9 @@ def decode(
 
     def finish_note() -> None:
         if pitch is not None and length > 0:
-            notes.append(Note(step / steps_per_beat, pitch, (step + length) / steps_per_beat, velocity, program))
+            notes.append(
+                Note(step / steps_per_beat, pitch, (step + length) / steps_per_beat, velocity, program)
+            )
 
     for token_id in ids:
         name = names[token_id] if 0 <= token_id < len(names) else "pad"

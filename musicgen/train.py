@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import keras  # noqa: I001  (after musicgen.model, which sets the backend)
 import numpy as np
 
 from musicgen import bundle
@@ -16,8 +17,6 @@ from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.dataset import make_dataset, split_by_file
 from musicgen.model import ModelConfig, build_model
 from musicgen.tokens import Vocabulary
-
-import keras  # noqa: I001  (after musicgen.model, which sets the backend)
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,9 @@ class TrainingStopped(Exception):
     """Raised inside fit to end training at once; the last finished epoch is kept."""
 
 
-def run_folder(runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig) -> Path:
+def run_folder(
+    runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig
+) -> Path:
     """The folder of the run for this corpus and these settings (epochs excluded)."""
     settings = {**asdict(model_config), **asdict(train_config)}
     del settings["epochs"]
@@ -141,10 +142,15 @@ def train_sequences(
     try:
         model.fit(
             _datasets(train_part, info, config, shuffle=True),
-            validation_data=_datasets(validation_part, info, config, shuffle=False) if validation_part else None,
+            validation_data=_datasets(validation_part, info, config, shuffle=False)
+            if validation_part
+            else None,
             epochs=config.epochs,
             shuffle=False,  # the dataset shuffles its windows itself
-            callbacks=[keras.callbacks.BackupAndRestore(run_dir / "backup", delete_checkpoint=False), progress],
+            callbacks=[
+                keras.callbacks.BackupAndRestore(run_dir / "backup", delete_checkpoint=False),
+                progress,
+            ],
             verbose=0,
         )
     except TrainingStopped:
