@@ -53,6 +53,7 @@ class FileReport:
 
     name: str
     notes: int = 0  # melodic notes
+    tracks: int = 0  # tracks holding notes
     instruments: tuple[str, ...] = ()  # General MIDI families of the melodic notes, e.g. "piano"
     drum_notes_left_out: int = 0
     seconds: float = 0.0  # length of the piece
@@ -61,11 +62,12 @@ class FileReport:
 
     @property
     def summary(self) -> str:
-        """One plain line, such as 'bwv269.mid: 302 notes, piano, 0:56'."""
+        """One plain line, such as 'bwv269.mid: 302 notes, 4 tracks, piano, 0:56'."""
         if self.error is not None:
             return f"{self.name}: skipped — {self.error}"
         minutes, seconds = divmod(round(self.seconds), 60)
-        parts = [_count(self.notes, "note"), ", ".join(self.instruments), f"{minutes}:{seconds:02d}"]
+        parts = [_count(self.notes, "note"), _count(self.tracks, "track"), ", ".join(self.instruments)]
+        parts.append(f"{minutes}:{seconds:02d}")
         if self.drum_notes_left_out:
             parts.append(f"{_count(self.drum_notes_left_out, 'drum note')} left out")
         repairs = f" ({'; '.join(self.warnings)})" if self.warnings else ""
@@ -133,7 +135,7 @@ def _read_file(name: str, source: bytes | str | os.PathLike) -> tuple[Score | No
     except midi.MidiError as error:
         return None, FileReport(name, error=str(error)), ""
     melodic, drums = len(score.melodic_notes), len(score.notes) - len(score.melodic_notes)
-    report = FileReport(name, melodic, _instruments(score), drums, score.duration_seconds, repairs)
+    report = FileReport(name, melodic, score.track_count, _instruments(score), drums, score.duration_seconds, repairs)
     if not melodic:
         report = replace(report, error=ONLY_DRUMS)
     data = source if isinstance(source, bytes | bytearray) else Path(source).read_bytes()

@@ -217,9 +217,7 @@ def _load(data: bytes) -> mido.MidiFile:
         midi_file = mido.MidiFile(file=io.BytesIO(data), clip=True)
     except _MIDO_ERRORS as error:
         raise _damaged(error) from error
-    warnings.warn(
-        "some values in this file were above 127 and were clipped to 127", MidiWarning, stacklevel=3
-    )
+    warnings.warn("some values in this file were above 127 and were clipped to 127", MidiWarning, stacklevel=3)
     return midi_file
 
 
@@ -248,7 +246,8 @@ def _timed_tracks(midi_file: mido.MidiFile, file_format: int) -> list[_TimedTrac
 def _score_from_tracks(tracks: list[_TimedTrack], header: _Header) -> Score:
     """The score of parsed tracks, checked against the limits."""
     timing = header.timing
-    spans = [span for track in tracks for span in _note_spans(track, timing)]
+    spans_per_track = [_note_spans(track, timing) for track in tracks]
+    spans = [span for track_spans in spans_per_track for span in track_spans]
     if not spans:
         raise MidiError("this file has no notes")
     if len(spans) > MAX_NOTES:
@@ -256,7 +255,8 @@ def _score_from_tracks(tracks: list[_TimedTrack], header: _Header) -> Score:
     programs = _program_changes(tracks)
     notes = tuple(_note(span, programs, timing) for span in spans)
     tempos = _tempo_map(tracks, timing, resets_per_track=header.format == 2)
-    score = Score(notes, tempos, _time_signature(tracks), timing.score_ticks_per_beat)
+    track_count = sum(1 for track_spans in spans_per_track if track_spans)
+    score = Score(notes, tempos, _time_signature(tracks), timing.score_ticks_per_beat, track_count)
     if score.duration_seconds > MAX_SECONDS:
         raise MidiError(f"this piece lasts longer than {MAX_SECONDS / 60:g} minutes")
     return score
@@ -395,9 +395,7 @@ def _channel_of_instrument(notes: tuple[Note, ...]) -> dict[tuple[int, bool], in
     """Drums on channel 10; programs in order on the others, round and round past 15."""
     instruments = sorted({(note.program, note.is_drum) for note in notes})
     melodic = [instrument for instrument in instruments if not instrument[1]]
-    channels = {
-        instrument: MELODIC_CHANNELS[i % len(MELODIC_CHANNELS)] for i, instrument in enumerate(melodic)
-    }
+    channels = {instrument: MELODIC_CHANNELS[i % len(MELODIC_CHANNELS)] for i, instrument in enumerate(melodic)}
     return channels | {instrument: DRUM_CHANNEL for instrument in instruments if instrument[1]}
 
 

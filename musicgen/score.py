@@ -46,6 +46,7 @@ class Score:
     tempos: tuple[Tempo, ...] = (Tempo(0.0),)
     time_signature: tuple[int, int] = (4, 4)  # numerator, denominator
     ticks_per_beat: int = 480
+    track_count: int = field(default=1, compare=False)  # tracks holding notes in the file it was read from
     _tempo_starts: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

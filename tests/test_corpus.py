@@ -65,7 +65,7 @@ def test_one_bad_file_in_twenty_is_reported_and_the_other_nineteen_are_used():
 
 def test_reports_say_in_one_line_what_each_file_gave():
     corpus = load_corpus(TWENTY_FILES)
-    assert corpus.reports[0].summary == "tune_00.mid: 4 notes, piano, 0:02"
+    assert corpus.reports[0].summary == "tune_00.mid: 4 notes, 1 track, piano, 0:02"
     assert corpus.summary == "19 of 20 files used: 76 notes, 0:38 of music"
 
 
@@ -76,8 +76,8 @@ def test_a_band_lists_its_instrument_families_and_the_drum_notes_left_out():
         notes_one_a_beat([36, 42, 38, 42], channel=DRUM_CHANNEL),
     )
     report = load_corpus([("band.mid", band)]).reports[0]
-    assert report == FileReport("band.mid", 8, ("piano", "strings"), 4, 2.0)
-    assert report.summary == "band.mid: 8 notes, piano, strings, 0:02, 4 drum notes left out"
+    assert report == FileReport("band.mid", 8, 3, ("piano", "strings"), 4, 2.0)
+    assert report.summary == "band.mid: 8 notes, 3 tracks, piano, strings, 0:02, 4 drum notes left out"
 
 
 def test_a_file_of_only_drums_is_skipped_with_the_reason():
@@ -113,7 +113,7 @@ def test_repairs_go_into_the_report_of_each_file_and_are_not_printed():
     assert escaped == []
     repair = "some values in this file were above 127 and were clipped to 127"
     assert [report.warnings for report in corpus.reports] == [(repair,), (repair,)]
-    assert corpus.reports[0].summary == f"loud.mid: 1 note, piano, 0:00 ({repair})"
+    assert corpus.reports[0].summary == f"loud.mid: 1 note, 1 track, piano, 0:00 ({repair})"
     assert corpus.names == ("loud.mid", "louder.mid")
 
 
