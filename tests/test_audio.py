@@ -1,0 +1,156 @@
+"""musicgen.audio: real FluidSynth renders, decoded again, and every way it can fail said plainly."""
+
+import ctypes
+import ctypes.util
+import os
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from musicgen import audio
+from musicgen.audio import AudioError, find_soundfont, render, synth_problem
+from musicgen.midi import write
+from musicgen.score import Note, Score, Tempo
+
+# Building and decoding audio.
+
+
+def chord_piece() -> Score:
+    """Four-voice chords, one per beat: four at 120 bpm, then four at 90 bpm (4.67 s in all)."""
+    chords = [(60, 64, 67, 72), (53, 57, 60, 65), (55, 59, 62, 67), (48, 55, 64, 72)] * 2
+    notes = [Note(beat, pitch, beat + 0.9, 90) for beat, chord in enumerate(chords) for pitch in chord]
+    return Score(tuple(notes), (Tempo(0.0, 500_000), Tempo(4.0, 666_667)))
+
+
+class _SoundFileInfo(ctypes.Structure):
+    _fields_ = [  # libsndfile's SF_INFO
+        ("frames", ctypes.c_int64),
+        ("samplerate", ctypes.c_int),
+        ("channels", ctypes.c_int),
+        ("format", ctypes.c_int),
+        ("sections", ctypes.c_int),
+        ("seekable", ctypes.c_int),
+    ]
+
+
+def decode_flac(flac: bytes, folder: Path) -> tuple[np.ndarray, int]:
+    """Samples (frames, channels) in -1..1 and the sample rate, decoded by libsndfile.
+
+    libsndfile is the library FluidSynth writes its files with, so it is installed
+    wherever FluidSynth is; ctypes reaches it without a Python package.
+    """
+    library = ctypes.CDLL(ctypes.util.find_library("sndfile") or "libsndfile.so.1")
+    library.sf_open.restype = ctypes.c_void_p
+    library.sf_readf_float.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    library.sf_readf_float.restype = ctypes.c_int64
+    library.sf_close.argtypes = [ctypes.c_void_p]
+    path = folder / "decoded.flac"
+    path.write_bytes(flac)
+    info = _SoundFileInfo()
+    handle = library.sf_open(os.fsencode(path), 0x10, ctypes.byref(info))  # 0x10: SFM_READ
+    assert handle, "libsndfile cannot open the FLAC"
+    samples = np.zeros((info.frames, info.channels), np.float32)
+    frames = library.sf_readf_float(handle, samples.ctypes.data, info.frames)
+    library.sf_close(handle)
+    return samples[:frames], info.samplerate
+
+
+def broken_soundfont(folder: Path) -> Path:
+    """A file with a SoundFont's first 12 bytes and nothing usable after them."""
+    path = folder / "broken.sf2"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 100_000) + b"sfbk" + bytes(range(256)) * 40)
+    return path
+
+
+# Rendering.
+
+
+@pytest.mark.parametrize("sample_rate_hz", [44100, 22050])
+def test_render_gives_flac_that_sounds_for_the_whole_piece(sample_rate_hz, tmp_path):
+    score = chord_piece()
+    flac = render(write(score), sample_rate_hz)
+    assert flac.startswith(b"fLaC")
+    assert 20_000 < len(flac) < 1_000_000  # about 47 kB per second at 44.1 kHz, a WAV would be 176 kB
+    samples, rate = decode_flac(flac, tmp_path)
+    assert rate == sample_rate_hz and samples.shape[1] == 2
+    assert score.duration_seconds <= len(samples) / rate < score.duration_seconds + 4  # plus the release
+    level_db = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
+    assert -40 < level_db < -3, level_db
+    last_chord = samples[int(score.beat_to_seconds(7.0) * rate) : int(score.beat_to_seconds(7.9) * rate)]
+    assert np.abs(last_chord).max() > 0.05  # the slower second half is heard too
+
+
+def test_render_refuses_a_bad_sample_rate():
+    with pytest.raises(ValueError, match=r"sample_rate_hz must be in range 8000\.\.96000, got 4000"):
+        render(write(chord_piece()), 4000)
+
+
+@pytest.mark.parametrize(
+    "midi_bytes, reason",
+    [(b"", "this file is empty"), (b"not a midi file", "not a MIDI file"), (write(Score()), "no notes")],
+    ids=["empty", "garbage", "no notes"],
+)
+def test_render_of_a_piece_without_sound_raises(midi_bytes, reason):
+    with pytest.raises(AudioError, match=f"produced no sound for this piece: .*{reason}"):
+        render(midi_bytes)
+
+
+def test_render_stops_a_synthesizer_that_takes_too_long(monkeypatch):
+    monkeypatch.setattr(audio, "TIMEOUT_MAX_SECONDS", 0.001)
+    with pytest.raises(AudioError, match=r"^rendering took longer than 0\.001 s and was stopped$"):
+        render(write(chord_piece()))
+
+
+# Soundfonts.
+
+
+def test_a_missing_soundfont_is_named(tmp_path):
+    missing = tmp_path / "missing.sf2"
+    message = f"^the soundfont {re.escape(str(missing))} does not exist: install fluid-soundfont-gm"
+    with pytest.raises(AudioError, match=message):
+        render(write(chord_piece()), soundfont=missing)
+
+
+def test_soundfont_variable_wins_even_when_its_file_is_missing(monkeypatch, tmp_path):
+    missing = tmp_path / "missing.sf2"
+    monkeypatch.setenv("MUSICGEN_SOUNDFONT", str(missing))
+    assert find_soundfont() == missing
+    assert synth_problem().startswith(f"the soundfont {missing} does not exist")
+    with pytest.raises(AudioError, match="does not exist: .* or set MUSICGEN_SOUNDFONT to a .sf2 file"):
+        render(write(chord_piece()))
+
+
+def test_soundfont_variable_naming_a_file_that_is_no_soundfont(monkeypatch, tmp_path):
+    garbage = tmp_path / "garbage.sf2"
+    garbage.write_bytes(b"this is not a soundfont" * 100)
+    monkeypatch.setenv("MUSICGEN_SOUNDFONT", str(garbage))
+    with pytest.raises(AudioError, match=f"^{re.escape(str(garbage))} is not a SoundFont file"):
+        render(write(chord_piece()))
+
+
+def test_a_soundfont_fluidsynth_cannot_load_gives_no_sound(monkeypatch, tmp_path):
+    """FluidSynth exits 0 and writes silence here; only the silence check notices."""
+    monkeypatch.setenv("MUSICGEN_SOUNDFONT", str(broken_soundfont(tmp_path)))
+    assert synth_problem() is None  # it looks like a soundfont from outside
+    with pytest.raises(AudioError, match="^the synthesizer produced no sound for this piece"):
+        render(write(chord_piece()))
+
+
+# Detecting the synthesizer.
+
+
+def test_synth_problem_is_none_on_a_machine_with_fluidsynth_and_a_soundfont(monkeypatch):
+    monkeypatch.delenv("MUSICGEN_SOUNDFONT", raising=False)
+    assert synth_problem() is None
+    assert find_soundfont().is_file()
+
+
+def test_without_fluidsynth_on_the_path_the_problem_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    message = "FluidSynth is not installed: on Debian or Ubuntu run sudo apt-get install fluidsynth"
+    assert synth_problem() == message
+    with pytest.raises(AudioError, match=f"^{message}$"):
+        render(write(chord_piece()))
