@@ -10,6 +10,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 
+from musicgen.validation import check_ranges  # noqa: E402
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -22,17 +24,14 @@ class ModelConfig:
     dropout: float = 0.2  # dropout between layers while training, 0..0.8
 
     def __post_init__(self) -> None:
-        for name, low, high in (
-            ("vocabulary_size", 4, 4096),
-            ("embedding_size", 4, 1024),
-            ("layers", 1, 4),
-            ("units", 8, 1024),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be a whole number in range {low}..{high}, got {value!r}")
-        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout <= 0.8:
-            raise ValueError(f"dropout must be in range 0..0.8, got {self.dropout!r}")
+        check_ranges(
+            self,
+            vocabulary_size=(4, 4096),
+            embedding_size=(4, 1024),
+            layers=(1, 4),
+            units=(8, 1024),
+            dropout=(0.0, 0.8),
+        )
 
     def to_dict(self) -> dict:
         """Plain data for JSON."""

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from musicgen.score import Score
 from musicgen.tokens import END, PAD, START, Vocabulary, decode, encode
+from musicgen.validation import check_ranges
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor
@@ -35,21 +36,19 @@ class SampleConfig:
     bpm: float = 100.0  # playback tempo, 20..300; turns max_seconds into beats
 
     def __post_init__(self) -> None:
-        _check_range("temperature", self.temperature, 0, 3)
-        _check_range("top_k", self.top_k, 0, 4096)
-        _check_range("top_p", self.top_p, 0.01, 1)
-        _check_range("max_notes", self.max_notes, 1, 5000)
-        _check_range("max_seconds", self.max_seconds, 1, 600)
-        _check_range("seed", self.seed, 0, 2**31 - 1)
-        _check_range("variations", self.variations, 1, 8)
-        _check_range("bpm", self.bpm, 20, 300)
+        check_ranges(
+            self,
+            temperature=(0.0, 3.0),
+            top_k=(0, 4096),
+            top_p=(0.01, 1.0),
+            max_notes=(1, 5000),
+            max_seconds=(1.0, 600.0),
+            seed=(0, 2**31 - 1),
+            variations=(1, 8),
+            bpm=(20.0, 300.0),
+        )
         if self.key is not None:
             scale_pitch_classes(self.key)
-
-
-def _check_range(name: str, value, low, high) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValueError(f"{name} must be in range {low}..{high}, got {value!r}")
 
 
 def key_names() -> list[str]:
@@ -139,10 +138,7 @@ class Sampler:
     def scores(self, config: SampleConfig, primer: list[int] | None = None, program: int = 0) -> list[Score]:
         """The generated pieces as Scores, at the config's tempo and cut to its length in seconds."""
         microseconds_per_beat = round(60_000_000 / config.bpm)
-        pieces = [
-            decode(ids, self.vocabulary, program, microseconds_per_beat)
-            for ids in self.generate(config, primer)
-        ]
+        pieces = [decode(ids, self.vocabulary, program, microseconds_per_beat) for ids in self.generate(config, primer)]
         return [trim_to_seconds(piece, config.max_seconds) for piece in pieces]
 
     def _step(self, token_ids, states):
@@ -178,9 +174,7 @@ class Sampler:
 
         def next_token(index, token, states, done, notes, steps, outputs):
             logits, states = self._step(token, states)
-            allowed_now = (
-                allowed & tf.gather(self.follow_mask, token) & ((notes > 0)[:, None] | self.opening_mask)
-            )
+            allowed_now = allowed & tf.gather(self.follow_mask, token) & ((notes > 0)[:, None] | self.opening_mask)
             token = _choose(logits, temperature, top_k, top_p, allowed_now, seed + [0, index], greedy)
             token = tf.where(done, PAD, token)
             notes += tf.cast(tf.gather(self.pitch_of_id, token), tf.int32)

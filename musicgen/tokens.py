@@ -24,6 +24,7 @@ from itertools import groupby
 import numpy as np
 
 from musicgen.score import DEFAULT_MICROSECONDS_PER_BEAT, Note, Score, Tempo
+from musicgen.validation import check_ranges
 
 PAD, START, END = 0, 1, 2
 SPECIAL_NAMES = ("pad", "start", "end")
@@ -41,15 +42,9 @@ class TokenConfig:
     include_drums: bool = False  # keep drum notes (channel 10) in the tokens
 
     def __post_init__(self) -> None:
-        for name, low, high in (
-            ("steps_per_beat", 1, 48),
-            ("max_shift_steps", 1, 256),
-            ("max_duration_steps", 1, 256),
-            ("velocity_bins", 1, 32),
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be in range {low}..{high}, got {value!r}")
+        check_ranges(
+            self, steps_per_beat=(1, 48), max_shift_steps=(1, 256), max_duration_steps=(1, 256), velocity_bins=(1, 32)
+        )
 
 
 @dataclass(frozen=True)
@@ -120,9 +115,7 @@ class Vocabulary:
         except (KeyError, TypeError) as error:
             raise ValueError(f"the vocabulary file is incomplete or malformed ({error})") from None
         if names != vocabulary.names:
-            raise ValueError(
-                "the vocabulary file does not match its own settings: it was edited or is damaged"
-            )
+            raise ValueError("the vocabulary file does not match its own settings: it was edited or is damaged")
         return vocabulary
 
 
@@ -192,9 +185,7 @@ def decode(
 
     def finish_note() -> None:
         if pitch is not None and length > 0:
-            notes.append(
-                Note(step / steps_per_beat, pitch, (step + length) / steps_per_beat, velocity, program)
-            )
+            notes.append(Note(step / steps_per_beat, pitch, (step + length) / steps_per_beat, velocity, program))
 
     for token_id in ids:
         name = names[token_id] if 0 <= token_id < len(names) else "pad"

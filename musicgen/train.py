@@ -17,6 +17,7 @@ from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.dataset import make_dataset, split_by_file
 from musicgen.model import ModelConfig, build_model
 from musicgen.tokens import Vocabulary
+from musicgen.validation import check_ranges
 
 
 @dataclass(frozen=True)
@@ -33,20 +34,16 @@ class TrainConfig:
     jit_compile: bool = True  # compile the training step with XLA (measured faster on CPU)
 
     def __post_init__(self) -> None:
-        for name, low, high in (
-            ("epochs", 1, 1000),
-            ("sequence_length", 8, 2048),
-            ("batch_size", 1, 1024),
-            ("transpose_semitones", 0, 12),
-            ("seed", 0, 2**31 - 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be a whole number in range {low}..{high}, got {value!r}")
-        if not 1e-5 <= self.learning_rate <= 0.1:
-            raise ValueError(f"learning_rate must be in range 1e-5..0.1, got {self.learning_rate!r}")
-        if not 0 <= self.validation_share <= 0.5:
-            raise ValueError(f"validation_share must be in range 0..0.5, got {self.validation_share!r}")
+        check_ranges(
+            self,
+            epochs=(1, 1000),
+            sequence_length=(8, 2048),
+            batch_size=(1, 1024),
+            learning_rate=(1e-5, 0.1),
+            validation_share=(0.0, 0.5),
+            transpose_semitones=(0, 12),
+            seed=(0, 2**31 - 1),
+        )
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -82,9 +79,7 @@ class TrainingStopped(Exception):
     """Raised inside fit to end training at once; the last finished epoch is kept."""
 
 
-def run_folder(
-    runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig
-) -> Path:
+def run_folder(runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig) -> Path:
     """The folder of the run for this corpus and these settings (epochs excluded)."""
     settings = {**asdict(model_config), **asdict(train_config)}
     del settings["epochs"]
@@ -142,9 +137,7 @@ def train_sequences(
     try:
         model.fit(
             _datasets(train_part, info, config, shuffle=True),
-            validation_data=_datasets(validation_part, info, config, shuffle=False)
-            if validation_part
-            else None,
+            validation_data=_datasets(validation_part, info, config, shuffle=False) if validation_part else None,
             epochs=config.epochs,
             shuffle=False,  # the dataset shuffles its windows itself
             callbacks=[
