@@ -23,7 +23,7 @@ import musicgen
 from musicgen.model import ModelConfig, build_model
 from musicgen.tokens import Vocabulary
 
-BUNDLE_FILES = ("config.json", "vocabulary.json", "model.weights.h5", "history.json", "corpus.json")
+BUNDLE_FILES = ("config.json", "vocabulary.json", "model.weights.h5", "history.json", "corpus.json", "evaluation.json")
 MAX_BUNDLE_BYTES = 60_000_000  # a zipped bundle, and the files unpacked from it
 
 
@@ -125,9 +125,7 @@ def read_info(folder: Path) -> tuple[BundleInfo, str]:
         model_config = ModelConfig.from_dict(config["model"])
         vocabulary = Vocabulary.from_dict(_read_json(folder, "vocabulary.json"))
         train_config = TrainConfig.from_dict(config["train"]) if config.get("train") else None
-        info = BundleInfo(
-            model_config, vocabulary, str(corpus["fingerprint"]), list(corpus["files"]), train_config
-        )
+        info = BundleInfo(model_config, vocabulary, str(corpus["fingerprint"]), list(corpus["files"]), train_config)
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(f"the model's settings are damaged or from another program ({error})") from None
     if model_config.vocabulary_size != len(vocabulary):
@@ -189,7 +187,5 @@ def zip_to_bundle(data: bytes, folder: Path) -> Bundle:
             for name, member in members.items():
                 (folder / name).write_bytes(archive.read(member))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
-        raise BundleError(
-            "this is not a musicgen model file (it should be a .zip downloaded from musicgen)"
-        ) from None
+        raise BundleError("this is not a musicgen model file (it should be a .zip downloaded from musicgen)") from None
     return load_bundle(folder)
