@@ -108,9 +108,7 @@ def _score(model: NgramModel, sequences: Iterable[np.ndarray]) -> OrderScore:
     return OrderScore(model.order, total / count, correct / count)
 
 
-def _predictions(
-    model: NgramModel, sequences: Iterable[np.ndarray]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _predictions(model: NgramModel, sequences: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each distinct context in the sequences: P(next id | it), and the ids that followed it."""
     targets: defaultdict[Context, list[int]] = defaultdict(list)
     for ids in _checked_lists(sequences, model.vocabulary_size):
@@ -123,9 +121,7 @@ def _predictions(
         yield _distribution(model, context, cache, top=True), np.array(following)
 
 
-def _distribution(
-    model: NgramModel, context: Context, cache: dict[Context, np.ndarray], top: bool
-) -> np.ndarray:
+def _distribution(model: NgramModel, context: Context, cache: dict[Context, np.ndarray], top: bool) -> np.ndarray:
     """P(next id | context): counts for the longest context, continuation counts below it.
 
     Shorter contexts are shared by many longer ones, so their distributions are cached.
@@ -185,9 +181,7 @@ def _table(counter: Counter[Context]) -> _Table:
         ids, counts = grouped[gram[:-1]]
         ids.append(gram[-1])
         counts.append(count)
-    followers = {
-        context: (np.array(ids), np.array(counts, float)) for context, (ids, counts) in grouped.items()
-    }
+    followers = {context: (np.array(ids), np.array(counts, float)) for context, (ids, counts) in grouped.items()}
     return _Table(followers, _discount(counter.values()))
 
 

@@ -22,9 +22,7 @@ def run_dir(tmp_path_factory, token_sequences):
     folder = tmp_path_factory.mktemp("run")
     config = TrainConfig(epochs=1, sequence_length=16, batch_size=8)
     model_config = ModelConfig(vocabulary_size=len(VOCABULARY), **TINY_MODEL)
-    train_sequences(
-        token_sequences, folder, BundleInfo(model_config, VOCABULARY, "0" * 64, ["x.mid"], config)
-    )
+    train_sequences(token_sequences, folder, BundleInfo(model_config, VOCABULARY, "0" * 64, ["x.mid"], config))
     return folder
 
 
@@ -46,9 +44,7 @@ def test_loaded_bundle_gives_the_same_logits_as_the_trained_weights(run_dir, cop
 def test_zip_round_trip_keeps_the_model_and_leaves_the_backup_out(run_dir, tmp_path):
     data = bundle_to_zip(run_dir)
     assert "backup" not in " ".join(zipfile.ZipFile(io.BytesIO(data)).namelist())
-    np.testing.assert_allclose(
-        logits(zip_to_bundle(data, tmp_path / "up")), logits(load_bundle(run_dir)), rtol=1e-6
-    )
+    np.testing.assert_allclose(logits(zip_to_bundle(data, tmp_path / "up")), logits(load_bundle(run_dir)), rtol=1e-6)
 
 
 def test_vocabulary_that_does_not_match_the_weights_is_a_plain_error(copy):

@@ -126,9 +126,7 @@ def test_the_fingerprint_ignores_order_and_names():
 
 
 def test_the_fingerprint_changes_with_the_music():
-    changed = [
-        ("tune_00.mid", tune(40)) if name == "tune_00.mid" else (name, data) for name, data in TWENTY_FILES
-    ]
+    changed = [("tune_00.mid", tune(40)) if name == "tune_00.mid" else (name, data) for name, data in TWENTY_FILES]
     fewer = TWENTY_FILES[1:]
     fingerprints = {load_corpus(files).fingerprint for files in (TWENTY_FILES, changed, fewer)}
     assert len(fingerprints) == 3 and all(len(fingerprint) == 64 for fingerprint in fingerprints)

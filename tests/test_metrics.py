@@ -77,9 +77,7 @@ def test_polyphony_counts_a_doubled_pitch_once():
 def test_empty_beats():
     score = Score((Note(0, 60, 1), Note(3, 62, 4)))
     assert empty_beat_share(score) == 0.5  # beats 1 and 2 of 0..3
-    assert (
-        empty_beat_share(Score((Note(0, 60, 1.5), Note(3, 62, 4)))) == 0.25
-    )  # the first note reaches beat 1
+    assert empty_beat_share(Score((Note(0, 60, 1.5), Note(3, 62, 4)))) == 0.25  # the first note reaches beat 1
     assert empty_beat_share(Score((Note(2, 60, 3),))) == pytest.approx(2 / 3)  # a rest at the start counts
 
 

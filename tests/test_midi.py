@@ -163,9 +163,7 @@ def _seconds_by_mido(midi_file: mido.MidiFile) -> list[float]:
     return [seconds for pair in sorted(spans) for seconds in pair]
 
 
-@pytest.mark.parametrize(
-    ("frames_per_second", "exact_rate"), [(24, 24), (25, 25), (29, 30000 / 1001), (30, 30)]
-)
+@pytest.mark.parametrize(("frames_per_second", "exact_rate"), [(24, 24), (25, 25), (29, 30000 / 1001), (30, 30)])
 def test_smpte_timing_is_read_at_120_bpm_with_true_seconds(frames_per_second, exact_rate):
     division = ((256 - frames_per_second) << 8) | 40  # 40 ticks per frame
     signed_division = struct.unpack(">h", struct.pack(">H", division))[0]
@@ -254,9 +252,7 @@ def test_a_cut_off_message_counts_bytes_with_commas():
 
 
 def test_a_format_3_header_is_refused():
-    with pytest.raises(
-        MidiError, match="^this file says it is MIDI format 3; only formats 0, 1 and 2 exist$"
-    ):
+    with pytest.raises(MidiError, match="^this file says it is MIDI format 3; only formats 0, 1 and 2 exist$"):
         read(raw_file(3, 480, ONE_NOTE))
 
 
@@ -315,9 +311,7 @@ def test_a_damaged_track_is_refused_plainly(events, message):
 
 def test_a_track_chunk_with_a_garbage_name_is_damaged():
     data = raw_file(1, 480, ONE_NOTE).replace(b"MTrk", b"\x00\x01\x02\x03")
-    with pytest.raises(
-        MidiError, match="^this file is damaged: no track where one should start, at byte 14$"
-    ):
+    with pytest.raises(MidiError, match="^this file is damaged: no track where one should start, at byte 14$"):
         read(data)
 
 
@@ -440,9 +434,7 @@ def scores_on_the_tick_grid(draw) -> Score:
 
 
 def tempo_maps(ticks_per_beat: int) -> st.SearchStrategy[tuple[Tempo, ...]]:
-    changes = st.dictionaries(
-        st.integers(1, 40 * ticks_per_beat), st.integers(200_000, 2_000_000), max_size=5
-    )
+    changes = st.dictionaries(st.integers(1, 40 * ticks_per_beat), st.integers(200_000, 2_000_000), max_size=5)
     return st.builds(_tempo_map_of, st.integers(200_000, 2_000_000), changes, st.just(ticks_per_beat))
 
 

@@ -34,10 +34,7 @@ def random_score(rng: random.Random, note_count: int, durations=CORPUS_DURATIONS
 
 def filler(rng: random.Random, note_count: int, first_beat: float) -> list[Note]:
     """A melody of 3-step notes: no step of it, or into it, or out of it, occurs in the corpus."""
-    return [
-        Note(first_beat + 0.75 * i, rng.randrange(40, 90), first_beat + 0.75 * (i + 1))
-        for i in range(note_count)
-    ]
+    return [Note(first_beat + 0.75 * i, rng.randrange(40, 90), first_beat + 0.75 * (i + 1)) for i in range(note_count)]
 
 
 def moved(notes, beats: float, semitones: int) -> list[Note]:
@@ -55,9 +52,7 @@ def index(corpus):
     return index_corpus(corpus, STEPS_PER_BEAT)
 
 
-def piece_with_planted(
-    corpus, source: int, first: int, length: int, semitones: int = 5
-) -> tuple[Score, float]:
+def piece_with_planted(corpus, source: int, first: int, length: int, semitones: int = 5) -> tuple[Score, float]:
     """Filler, then `length` notes of corpus piece `source` from note `first` (transposed), then filler."""
     rng = random.Random(source * 1000 + first)
     before = filler(rng, 40, 0.0)
@@ -68,9 +63,7 @@ def piece_with_planted(
 
 
 @pytest.mark.parametrize("source, first, semitones", [(0, 0, 5), (3, 17, -7), (12, 30, 0), (29, 5, 12)])
-def test_a_planted_transposed_passage_is_found_exactly_with_its_source(
-    corpus, index, source, first, semitones
-):
+def test_a_planted_transposed_passage_is_found_exactly_with_its_source(corpus, index, source, first, semitones):
     piece, planted_at = piece_with_planted(corpus, source, first, 10, semitones)
     result = measure_originality(piece, index)
     assert result.longest_copied_notes == 10
@@ -170,9 +163,9 @@ def score_from_events(events: list[tuple[int, int, int]]) -> Score:
     return Score(tuple(notes))
 
 
-tiny_scores = st.lists(
-    st.tuples(st.integers(0, 1), st.sampled_from((60, 62)), st.integers(1, 2)), max_size=25
-).map(score_from_events)
+tiny_scores = st.lists(st.tuples(st.integers(0, 1), st.sampled_from((60, 62)), st.integers(1, 2)), max_size=25).map(
+    score_from_events
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -38,9 +38,7 @@ def test_interrupted_run_resumes_at_the_next_epoch_with_its_optimizer(tmp_path, 
     steps_after_one_epoch = optimizer_steps(tmp_path)
     assert steps_after_one_epoch > 0
     epochs_seen = []
-    result = train_sequences(
-        token_sequences, tmp_path, info(2), on_epoch=lambda r: epochs_seen.append(r.epoch)
-    )
+    result = train_sequences(token_sequences, tmp_path, info(2), on_epoch=lambda r: epochs_seen.append(r.epoch))
     assert (result.resumed_from_epoch, result.epochs_done, epochs_seen) == (1, 2, [2])
     assert optimizer_steps(tmp_path) == 2 * steps_after_one_epoch
     assert len(bundle.read_history(tmp_path)) == 2
