@@ -1,0 +1,293 @@
+"""Training in worker threads, at most a few at once in the process, with progress any thread can read.
+
+A `TrainingJob` trains (musicgen.train.train) in a worker thread that never touches the
+UI. Its progress is a plain `Progress` snapshot behind a lock, which the page polls. The
+process-wide `TrainingQueue` lets at most `max_running` jobs train at once (one TensorFlow
+training takes about 1 GB of memory); the others wait in order and know their place. A job
+nobody has looked at for `abandon_seconds` (its browser tab was closed) stops by itself,
+keeping its finished epochs like any stopped job: asking again resumes after the last one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from musicgen.corpus import Corpus, corpus_to_ids
+from musicgen.sessions import FOREGROUND, GENERIC_ERROR, Workspace, sentence
+from musicgen.tokens import Vocabulary
+
+PAUSE_SECONDS = 3.0  # longest a training waits between two batches for pieces being composed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """Everything one training needs; checked by `check_request` before it is queued."""
+
+    corpus: Corpus
+    model_config: object  # musicgen.model.ModelConfig; ignored when start_from is set
+    train_config: object  # musicgen.train.TrainConfig
+    start_from: Path | None = None  # a model folder whose weights (and settings) the run starts from
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of one job, safe to read from any thread."""
+
+    state: str  # "queued", "running", "finished", "stopped" or "failed"
+    epochs: int  # epochs asked for
+    history: tuple[dict, ...] = ()  # every finished epoch of the run, earlier visits' included
+    place_in_queue: int = 0  # 1 = next to start; 0 when not waiting
+    resumed_after_epoch: int = 0  # epochs the run had before this job; 0 for a fresh run
+    run_dir: Path | None = None
+    message: str | None = None  # plain words on how it ended, for "stopped" and "failed"
+    stopping: bool = False  # a stop was asked for and is on its way
+    ended_at: float | None = None  # time.monotonic() when it ended; None while queued or running
+
+    @property
+    def active(self) -> bool:
+        """True while queued or running."""
+        return self.state in ("queued", "running")
+
+    @property
+    def epoch(self) -> int:
+        """Epochs finished so far."""
+        return len(self.history)
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Typical time of one epoch: the mean of the last three, leaving out the first (it compiles)."""
+        seconds = [entry["seconds"] for entry in self.history[self.resumed_after_epoch :]]
+        recent = (seconds[1:] if len(seconds) > 1 else seconds)[-3:]
+        return sum(recent) / len(recent) if recent else None
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Estimated time until the last epoch ends; None before the first epoch of this job ends."""
+        per_epoch = self.seconds_per_epoch
+        return None if per_epoch is None else max(self.epochs - self.epoch, 0) * per_epoch
+
+    @property
+    def memorising_since(self) -> int | None:
+        """The best epoch, when validation loss has risen for 2+ epochs after it while training loss fell."""
+        scored = [entry for entry in self.history if entry.get("validation_loss") is not None]
+        if len(scored) < 3:
+            return None
+        best = min(scored, key=lambda entry: entry["validation_loss"])
+        last = scored[-1]
+        after_best = [entry for entry in scored if entry["epoch"] > best["epoch"]]
+        if len(after_best) >= 2 and last["validation_loss"] > best["validation_loss"] and last["loss"] < best["loss"]:
+            return int(best["epoch"])
+        return None
+
+
+class TrainingJob:
+    """One training: its request, owner and progress. The worker thread writes, the page reads."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, request: TrainingRequest, workspace: Workspace, abandon_seconds: float = 600.0):
+        self.request, self.workspace, self.abandon_seconds = request, workspace, abandon_seconds
+        self.number = next(self._numbers)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._epochs_seen = 0
+        self._last_seen = time.monotonic()
+        self.run_dir = planned_run_folder(request, workspace)  # known before it starts, to keep it busy
+        self._progress = Progress("queued", request.train_config.epochs, run_dir=self.run_dir)
+        self._place = lambda: 0  # set by the queue
+
+    @property
+    def owner(self) -> str:
+        """The session id of the workspace the job trains into."""
+        return self.workspace.session_id
+
+    def snapshot(self) -> Progress:
+        """The progress now; reading it also tells the job someone is still watching."""
+        with self._lock:
+            self._last_seen = time.monotonic()
+            progress = self._progress
+        place = self._place() if progress.state == "queued" else 0
+        return replace(progress, place_in_queue=place, stopping=self._stop.is_set() and progress.active)
+
+    def request_stop(self) -> None:
+        """Ask the job to stop after the current batch (or to leave the queue)."""
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        """True once a stop was asked for, or nobody has looked at the progress for abandon_seconds.
+
+        Called between batches, it first lets any piece being composed finish (up to PAUSE_SECONDS).
+        """
+        FOREGROUND.wait_until_idle(PAUSE_SECONDS)
+        with self._lock:
+            abandoned = time.monotonic() - self._last_seen > self.abandon_seconds
+        if abandoned and not self._stop.is_set():
+            log.info("training %d of session %s stops: nobody is watching", self.number, self.owner)
+            self._stop.set()
+        return self._stop.is_set()
+
+    def _update(self, **changes) -> None:
+        if changes.get("state") in ("finished", "stopped", "failed"):
+            changes["ended_at"] = time.monotonic()
+        with self._lock:
+            self._progress = replace(self._progress, **changes)
+
+    def _on_epoch(self, report) -> None:
+        """Add an epoch (musicgen.train.EpochReport); the first one of the job tells where it resumed."""
+        entry = asdict(report)
+        with self._lock:
+            progress = self._progress
+            resumed = progress.resumed_after_epoch if self._epochs_seen else report.epoch - 1
+            earlier = tuple(e for e in progress.history if e["epoch"] < report.epoch)
+            self._progress = replace(progress, history=(*earlier, entry), resumed_after_epoch=resumed)
+            self._epochs_seen += 1
+
+    def run(self) -> None:
+        """Train (the worker thread calls this); every outcome ends up in the progress, never raised."""
+        try:
+            self._train()
+        except ValueError as error:
+            self._update(state="failed", message=sentence(str(error)))
+        except Exception:  # noqa: BLE001 - the worker must report, not die silently
+            log.exception("training %d of session %s failed", self.number, self.owner)
+            self._update(state="failed", message=GENERIC_ERROR)
+
+    def _train(self) -> None:
+        from musicgen import bundle
+        from musicgen.train import train
+
+        request = self.request
+        start_from = bundle.load_bundle(request.start_from) if request.start_from is not None else None
+        run_dir = self.run_dir
+        history = tuple(bundle.read_history(run_dir)) if (run_dir / "backup").is_dir() else ()
+        self._update(state="running", history=history, resumed_after_epoch=len(history))
+        result = train(
+            request.corpus,
+            self.workspace.runs,
+            request.model_config,
+            request.train_config,
+            start_from.info.vocabulary if start_from is not None else Vocabulary(),
+            on_epoch=self._on_epoch,
+            should_stop=self.should_stop,
+            start_from=start_from,
+        )
+        message = None
+        if result.stopped:
+            message = f"Stopped after epoch {result.epochs_done}. Press Train to go on from there."
+        elif result.epochs_done == result.resumed_from_epoch:
+            message = f"This model already had {result.epochs_done} epochs: ask for more to train it further."
+        self._update(
+            state="stopped" if result.stopped else "finished",
+            history=tuple(bundle.read_history(result.run_dir)),
+            resumed_after_epoch=result.resumed_from_epoch,
+            run_dir=result.run_dir,
+            message=message,
+        )
+
+
+def effective_model_config(request: TrainingRequest):
+    """The architecture the run will have (musicgen.model.ModelConfig): the start model's, or the
+    requested one sized to the vocabulary, as `musicgen.train.train` decides."""
+    from musicgen.bundle import read_info
+    from musicgen.model import ModelConfig
+
+    if request.start_from is not None:
+        return read_info(Path(request.start_from))[0].model_config
+    return ModelConfig(**{**request.model_config.to_dict(), "vocabulary_size": len(Vocabulary())})
+
+
+def planned_run_folder(request: TrainingRequest, workspace: Workspace) -> Path:
+    """The run folder `musicgen.train.train` will use for this request in this workspace."""
+    from musicgen.train import run_folder
+
+    config = effective_model_config(request)
+    return run_folder(workspace.runs, request.corpus.fingerprint, config, request.train_config)
+
+
+def estimated_run_bytes(model_config) -> int:
+    """Disk a run of this architecture (musicgen.model.ModelConfig) takes: best weights plus a backup
+    with the optimizer's two moments, 4 bytes a number, and 1 MB for the rest."""
+    vocabulary, width = len(Vocabulary()), model_config.embedding_size
+    numbers = vocabulary * width + (model_config.units + 1) * vocabulary
+    for _ in range(model_config.layers):
+        numbers += 4 * model_config.units * (width + model_config.units + 1)
+        width = model_config.units
+    return 16 * numbers + 1_000_000
+
+
+def check_request(request: TrainingRequest) -> None:
+    """Refuse at once, in plain words, a training that could only fail later (ValueError)."""
+    from musicgen.bundle import read_info
+    from musicgen.dataset import split_by_file
+
+    corpus, config = request.corpus, request.train_config
+    if not corpus.scores:
+        raise ValueError("none of your files can be used for training: upload at least one MIDI file with notes")
+    vocabulary = read_info(Path(request.start_from))[0].vocabulary if request.start_from else Vocabulary()
+    train_part, _ = split_by_file(corpus_to_ids(corpus, vocabulary), config.validation_share, config.seed)
+    tokens = sum(len(ids) for ids in train_part)
+    if tokens < config.sequence_length + 2:
+        raise ValueError(
+            f"the training music is too short for a sequence length of {config.sequence_length}: "
+            f"it has {tokens} tokens; add files or lower the sequence length"
+        )
+
+
+class TrainingQueue:
+    """Runs jobs in worker threads, at most `max_running` at once, the others waiting in order."""
+
+    def __init__(self, max_running: int = 1):
+        self.max_running = max_running
+        self._condition = threading.Condition()
+        self._waiting: list[TrainingJob] = []
+        self._running: list[TrainingJob] = []
+
+    def submit(self, job: TrainingJob) -> TrainingJob:
+        """Queue the job and start its worker thread (which waits for its turn)."""
+        with self._condition:
+            self._waiting.append(job)
+            job._place = lambda: self.place(job)
+        threading.Thread(target=self._work, args=(job,), name=f"musicgen-training-{job.number}", daemon=True).start()
+        return job
+
+    def place(self, job: TrainingJob) -> int:
+        """1 for the next job to start, 2 for the one after...; 0 when the job is not waiting."""
+        with self._condition:
+            return self._waiting.index(job) + 1 if job in self._waiting else 0
+
+    def active_owners(self) -> set[str]:
+        """Session ids with a job queued or running."""
+        with self._condition:
+            return {job.owner for job in self._waiting + self._running}
+
+    def _work(self, job: TrainingJob) -> None:
+        if not self._wait_for_turn(job):
+            job._update(state="stopped", message="Stopped before it started: it left the queue.")
+            return
+        try:
+            job.run()
+        finally:
+            with self._condition:
+                self._running.remove(job)
+                self._condition.notify_all()
+
+    def _wait_for_turn(self, job: TrainingJob) -> bool:
+        """Block until the job is first in line and a place is free; False if it was stopped first."""
+        with self._condition:
+            while not (self._waiting[0] is job and len(self._running) < self.max_running):
+                if job.should_stop():
+                    self._waiting.remove(job)
+                    self._condition.notify_all()
+                    return False
+                self._condition.wait(timeout=1.0)
+            self._waiting.pop(0)
+            self._running.append(job)
+            self._condition.notify_all()
+            return True

@@ -1,0 +1,339 @@
+"""musicgen.sessions and musicgen.jobs for real: TensorFlow trains tiny models in worker threads."""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from musicgen import jobs, midi, sessions
+from musicgen.corpus import load_corpus, load_folder
+from musicgen.model import ModelConfig
+from musicgen.train import TrainConfig
+from tests.conftest import TINY_MODEL, scale_piece
+
+WAIT_SECONDS = 300  # generous: the machine's two cores may be busy with other training
+
+
+def music_files(count: int = 6, notes: int = 48) -> list[tuple[str, bytes]]:
+    """Short MIDI files built in memory, different for each number."""
+    return [(f"piece{number}.mid", midi.write(scale_piece(number, notes))) for number in range(count)]
+
+
+def request(epochs: int = 2, files=None, **train_settings) -> jobs.TrainingRequest:
+    settings = dict(epochs=epochs, sequence_length=16, batch_size=8, jit_compile=False, **train_settings)
+    corpus = load_corpus(files or music_files())
+    return jobs.TrainingRequest(corpus, ModelConfig(**TINY_MODEL), TrainConfig(**settings))
+
+
+def wait_until(condition, seconds: float = WAIT_SECONDS, what: str = "the condition"):
+    """Poll `condition` until it returns something truthy; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def finished(job: jobs.TrainingJob) -> jobs.Progress:
+    return wait_until(lambda: (lambda p: p if not p.active else None)(job.snapshot()), what="the job to end")
+
+
+def train_tiny_model(folder: Path, music_folder: Path, epochs: int = 2) -> Path:
+    """A tiny trained model bundle in `folder`, learned from MIDI files written into `music_folder`."""
+    music_folder.mkdir(parents=True, exist_ok=True)
+    for name, data in music_files():
+        (music_folder / name).write_bytes(data)
+    files = [(path.name, path.read_bytes()) for path in sorted(music_folder.glob("*.mid"))]
+    space = sessions.Workspace.create(folder.parent / "training-space")
+    job = jobs.TrainingJob(request(epochs, files), space)
+    jobs.TrainingQueue().submit(job)
+    progress = finished(job)
+    assert progress.state == "finished", progress.message
+    shutil.copytree(progress.run_dir, folder, ignore=shutil.ignore_patterns("backup"))
+    return folder
+
+
+@pytest.fixture
+def queue() -> jobs.TrainingQueue:
+    return jobs.TrainingQueue(max_running=1)
+
+
+@pytest.fixture
+def space(tmp_path) -> sessions.Workspace:
+    return sessions.Workspace.create(tmp_path / "runs")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    return train_tiny_model(root / "tiny", root / "music")
+
+
+# Training jobs.
+
+
+def test_a_job_trains_in_its_workspace_and_its_progress_fills_epoch_by_epoch(queue, space):
+    job = queue.submit(jobs.TrainingJob(request(epochs=2), space))
+    progress = finished(job)
+    assert progress.state == "finished" and progress.message is None
+    assert [entry["epoch"] for entry in progress.history] == [1, 2]
+    assert all(entry["loss"] > 0 and entry["validation_loss"] is not None for entry in progress.history)
+    assert progress.run_dir.parent == space.runs and (progress.run_dir / sessions.WEIGHTS_FILE).exists()
+    assert progress.resumed_after_epoch == 0 and progress.seconds_left == 0
+    assert space.model_folders() == [progress.run_dir]
+
+
+def test_stop_ends_training_cleanly_and_train_again_resumes_after_the_last_epoch(queue, space):
+    job = queue.submit(jobs.TrainingJob(request(epochs=500), space))
+    wait_until(lambda: job.snapshot().epoch >= 1, what="the first epoch")
+    job.request_stop()
+    assert job.snapshot().stopping
+    stopped = finished(job)
+    assert stopped.state == "stopped" and 1 <= stopped.epoch < 500
+    assert "Press Train" in stopped.message
+    again = queue.submit(jobs.TrainingJob(request(epochs=stopped.epoch + 1), space))
+    wait_until(lambda: again.snapshot().state != "queued", what="the second job to start")
+    resumed = finished(again)
+    assert resumed.state == "finished", resumed.message
+    assert resumed.resumed_after_epoch == stopped.epoch
+    assert resumed.epoch == stopped.epoch + 1 and resumed.run_dir == stopped.run_dir
+
+
+def test_asking_for_no_more_epochs_than_done_says_so(queue, space):
+    finished(queue.submit(jobs.TrainingJob(request(epochs=1), space)))
+    progress = finished(queue.submit(jobs.TrainingJob(request(epochs=1), space)))
+    assert progress.state == "finished" and "already had 1 epochs" in progress.message
+
+
+def test_the_limit_queues_later_jobs_in_order_and_tells_each_its_place(tmp_path):
+    queue = jobs.TrainingQueue(max_running=1)
+    spaces = [sessions.Workspace.create(tmp_path) for _ in range(3)]
+    first = queue.submit(jobs.TrainingJob(request(epochs=500), spaces[0]))
+    second = queue.submit(jobs.TrainingJob(request(epochs=1), spaces[1]))
+    third = queue.submit(jobs.TrainingJob(request(epochs=1), spaces[2]))
+    wait_until(lambda: first.snapshot().state == "running", what="the first job to run")
+    assert (second.snapshot().state, second.snapshot().place_in_queue) == ("queued", 1)
+    assert (third.snapshot().state, third.snapshot().place_in_queue) == ("queued", 2)
+    assert queue.active_owners() == {space.session_id for space in spaces}
+    first.request_stop()
+    assert finished(second).state == "finished"
+    assert finished(third).state == "finished"
+    assert finished(first).state == "stopped" and queue.active_owners() == set()
+
+
+def test_a_job_stopped_while_queued_leaves_the_queue_without_training(tmp_path):
+    queue = jobs.TrainingQueue(max_running=1)
+    first = queue.submit(jobs.TrainingJob(request(epochs=500), sessions.Workspace.create(tmp_path)))
+    waiting_space = sessions.Workspace.create(tmp_path)
+    waiting = queue.submit(jobs.TrainingJob(request(epochs=1), waiting_space))
+    waiting.request_stop()
+    progress = finished(waiting)
+    assert progress.state == "stopped" and "left the queue" in progress.message and progress.history == ()
+    assert waiting_space.model_folders() == []
+    first.request_stop()
+    finished(first)
+
+
+def test_a_training_nobody_watches_stops_by_itself(queue, space):
+    job = jobs.TrainingJob(request(epochs=500), space, abandon_seconds=1.0)
+    queue.submit(job)
+    wait_until(lambda: not queue.active_owners(), what="the unwatched job to stop")
+    assert job.snapshot().state == "stopped"
+
+
+def test_a_training_pauses_between_batches_while_a_piece_is_being_made(queue, space):
+    job = queue.submit(jobs.TrainingJob(request(epochs=1000), space))
+    wait_until(lambda: job.snapshot().epoch >= 3, what="three epochs")
+    with sessions.FOREGROUND.making_music():
+        before = job.snapshot().epoch
+        time.sleep(1.5)
+        during = job.snapshot().epoch - before
+    wait_until(lambda: job.snapshot().epoch >= before + during + 3, what="training to go on")
+    job.request_stop()
+    finished(job)
+    assert during <= 1  # at most the batch under way when the piece began
+
+
+def test_two_sessions_train_at_once_and_never_see_each_others_work(tmp_path):
+    queue = jobs.TrainingQueue(max_running=2)
+    alice, bob = sessions.Workspace.create(tmp_path), sessions.Workspace.create(tmp_path)
+    alice_job = queue.submit(jobs.TrainingJob(request(epochs=1, files=music_files(4)), alice))
+    bob_job = queue.submit(jobs.TrainingJob(request(epochs=2, files=music_files(5)), bob))
+    alice_progress, bob_progress = finished(alice_job), finished(bob_job)
+    assert (alice_progress.epoch, bob_progress.epoch) == (1, 2)
+    assert alice_progress.run_dir.is_relative_to(alice.folder) and bob_progress.run_dir.is_relative_to(bob.folder)
+    assert alice.model_folders() == [alice_progress.run_dir] and bob.model_folders() == [bob_progress.run_dir]
+
+
+def test_a_failed_training_reports_a_plain_message(queue, space):
+    bad = jobs.TrainingRequest(
+        load_corpus(music_files(2)), ModelConfig(**TINY_MODEL), TrainConfig(epochs=1, sequence_length=2048)
+    )
+    progress = finished(queue.submit(jobs.TrainingJob(bad, space)))
+    assert progress.state == "failed" and progress.message.startswith("The training music is too short")
+
+
+def test_training_further_from_a_model_writes_a_new_run_and_leaves_the_model_as_it_was(queue, space, tiny_model):
+    weights = (tiny_model / sessions.WEIGHTS_FILE).read_bytes()
+    further = jobs.TrainingRequest(
+        load_corpus(music_files(3)), None, TrainConfig(epochs=1, sequence_length=16, jit_compile=False), tiny_model
+    )
+    progress = finished(queue.submit(jobs.TrainingJob(further, space)))
+    assert progress.state == "finished", progress.message
+    assert progress.run_dir.parent == space.runs
+    assert (tiny_model / sessions.WEIGHTS_FILE).read_bytes() == weights
+
+
+# Checking a request before it is queued.
+
+
+def test_music_too_short_for_the_sequence_length_is_refused_at_once():
+    short = jobs.TrainingRequest(
+        load_corpus(music_files(1, notes=8)), ModelConfig(**TINY_MODEL), TrainConfig(sequence_length=512)
+    )
+    with pytest.raises(ValueError, match="too short for a sequence length of 512"):
+        jobs.check_request(short)
+
+
+def test_uploads_with_no_usable_file_are_refused_at_once():
+    nothing = jobs.TrainingRequest(load_corpus([("a.mid", b"junk")]), ModelConfig(**TINY_MODEL), TrainConfig())
+    with pytest.raises(ValueError, match="none of your files can be used"):
+        jobs.check_request(nothing)
+
+
+# Progress in words.
+
+
+def history(*losses) -> tuple[dict, ...]:
+    return tuple(
+        {"epoch": number, "epochs": 9, "loss": loss, "validation_loss": validation, "seconds": 10.0 + number}
+        for number, (loss, validation) in enumerate(losses, 1)
+    )
+
+
+def test_memorising_is_flagged_when_validation_loss_rises_while_training_loss_falls():
+    rising = history((3.0, 3.1), (2.5, 2.6), (2.0, 2.7), (1.5, 2.9))
+    assert jobs.Progress("running", 9, rising).memorising_since == 2
+    falling = history((3.0, 3.1), (2.5, 2.6), (2.0, 2.5), (1.5, 2.4))
+    assert jobs.Progress("running", 9, falling).memorising_since is None
+
+
+def test_time_left_comes_from_the_recent_epochs_of_this_job_leaving_out_its_slow_first():
+    progress = jobs.Progress("running", 9, history(*[(2.0, 2.0)] * 5), resumed_after_epoch=1)
+    assert progress.seconds_per_epoch == pytest.approx((13 + 14 + 15) / 3)
+    assert progress.seconds_left == pytest.approx(4 * 14)
+    assert jobs.Progress("running", 9).seconds_left is None
+
+
+# Workspaces and clean-up.
+
+
+def age(folder: Path, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(folder / sessions.ALIVE_FILE, (then, then))
+
+
+def test_old_workspaces_are_removed_and_recent_or_kept_ones_stay(tmp_path):
+    old, recent, busy = (sessions.Workspace.create(tmp_path) for _ in range(3))
+    age(old.folder, 30)
+    age(busy.folder, 30)
+    removed = sessions.remove_old_workspaces(tmp_path, sessions.Limits(), keep={busy.session_id})
+    assert removed == [old.session_id]
+    assert not old.folder.exists() and recent.folder.exists() and busy.folder.exists()
+
+
+def test_over_the_total_cap_the_least_recently_used_workspaces_go_first(tmp_path):
+    spaces = [sessions.Workspace.create(tmp_path) for _ in range(3)]
+    for hours, space in zip((3, 2, 1), spaces, strict=True):
+        (space.folder / "weights").write_bytes(bytes(4_000_000))
+        age(space.folder, hours)
+    removed = sessions.remove_old_workspaces(tmp_path, sessions.Limits(total_megabytes=10))
+    assert removed == [spaces[0].session_id]
+    assert [space.folder.exists() for space in spaces] == [False, True, True]
+
+
+def test_a_full_workspace_makes_room_by_removing_its_oldest_models(space, tiny_model):
+    for name in ("first", "second", "third"):
+        shutil.copytree(tiny_model, space.runs / name)
+        (space.runs / name / "padding").write_bytes(bytes(4_000_000))
+        time.sleep(0.01)
+        (space.runs / name / sessions.WEIGHTS_FILE).touch()
+    removed = space.make_room(4_000_000, sessions.Limits(session_megabytes=10), keep=[space.runs / "first"])
+    assert len(removed) == 2 and [folder.name for folder in space.model_folders()] == ["first"]
+    with pytest.raises(ValueError, match="more than the 10 MB"):
+        space.make_room(20_000_000, sessions.Limits(session_megabytes=10))
+
+
+def test_a_model_zip_opens_into_the_workspace_and_a_bad_one_leaves_nothing_behind(space, tiny_model):
+    from musicgen.bundle import BundleError, bundle_to_zip
+
+    folder = space.open_model_zip("musicgen-model-tiny.zip", bundle_to_zip(tiny_model), sessions.Limits())
+    assert folder == space.models / "tiny" and space.model_folders() == [folder]
+    with pytest.raises(BundleError, match="not a musicgen model file"):
+        space.open_model_zip("holiday.zip", b"not a zip", sessions.Limits())
+    assert [path.name for path in space.models.iterdir()] == ["tiny"]
+
+
+def test_limits_come_from_the_environment_and_bad_values_are_named():
+    limits = sessions.Limits.from_environment({"MUSICGEN_MAX_TRAININGS": "2", "MUSICGEN_SESSION_MB": "50"})
+    assert (limits.max_trainings, limits.session_megabytes, limits.max_age_hours) == (2, 50, 24.0)
+    with pytest.raises(ValueError, match="MUSICGEN_MAX_TRAININGS must be a number"):
+        sessions.Limits.from_environment({"MUSICGEN_MAX_TRAININGS": "lots"})
+    with pytest.raises(ValueError, match="max_trainings must be in range 1..16, got 0"):
+        sessions.Limits(max_trainings=0)
+
+
+# Composing and naming.
+
+
+def test_the_same_seed_gives_the_same_pieces_and_a_primer_opens_each_of_them(tiny_model):
+    from musicgen.sample import SampleConfig
+
+    composer = sessions.load_composer(tiny_model)
+    sessions.warm_up(composer)
+    config = SampleConfig(max_seconds=8, seed=7, variations=2, bpm=120)
+    first = sessions.compose(composer, config, "tiny")
+    again = sessions.compose(composer, config, "tiny")
+    assert [piece.midi_bytes for piece in first] == [piece.midi_bytes for piece in again]
+    assert [piece.file_stem for piece in first] == ["musicgen-tiny-seed7-1", "musicgen-tiny-seed7-2"]
+    assert midi.read(first[0].midi_bytes).notes == first[0].score.notes
+    primed = sessions.compose(composer, config, "tiny", program=6, primer_score=scale_piece(3), primer_notes=8)
+    assert all(len(piece.primer) == 8 and set(piece.primer) <= set(piece.score.notes) for piece in primed)
+    assert {note.program for piece in primed for note in piece.score.notes} == {6}
+
+
+def test_file_and_model_names_are_plain():
+    assert sessions.piece_file_stem("bach", 1234) == "musicgen-bach-seed1234"
+    assert sessions.model_name(Path("/x/runs/849153db43a9-8cf43e31a2")) == "my-model-849153"
+    assert sessions.model_name(Path("/x/models/My Chorales")) == "my-chorales"
+    assert sessions.safe_file_name("../../etc/pass wd.MID") == "pass-wd.mid"
+
+
+def test_errors_the_user_can_act_on_become_sentences_and_bugs_do_not():
+    assert sessions.plain_message(midi.MidiError("this file is empty")) == "This file is empty."
+    assert sessions.plain_message(ValueError("top_p must be in range 0.01..1, got 2")).startswith("Top_p must")
+    assert sessions.plain_message(KeyError("x")) is None
+
+
+def test_the_key_of_some_music_is_named():
+    assert sessions.key_of_music([scale_piece(1), scale_piece(2)]) == "C major"
+    assert sessions.key_of_music([]) is None
+
+
+def test_the_originality_index_is_built_in_a_child_process(tmp_path):
+    for name, data in music_files(3):
+        (tmp_path / name).write_bytes(data)
+    built = sessions.MusicIndexes().get(tmp_path, steps_per_beat=4, timeout=WAIT_SECONDS)
+    assert built.fingerprint == load_folder(tmp_path).fingerprint
+    assert built.index.piece_count == 3
+
+
+def test_the_audio_of_the_pieces_on_show_is_kept_on_disk_until_the_next_ones(space):
+    path = space.keep_audio("musicgen-bach-seed12", b"fLaC...")
+    assert path == space.pieces / "musicgen-bach-seed12.flac" and path.read_bytes() == b"fLaC..."
+    space.forget_pieces()
+    assert not space.pieces.exists()
