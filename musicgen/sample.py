@@ -76,16 +76,17 @@ def follow_mask(vocabulary: Vocabulary) -> np.ndarray:
 
 
 def opening_mask(vocabulary: Vocabulary) -> np.ndarray:
-    """Ids allowed before the first generated note: no rest and no `end`, so every piece has notes."""
-    allowed = vocabulary.shift_steps_of_id == 0
-    allowed[END] = False
-    return allowed
+    """Ids allowed before the first generated note: no rest, so every piece opens with a note."""
+    return vocabulary.shift_steps_of_id == 0
 
 
 def allowed_token_mask(vocabulary: Vocabulary, key: str | None) -> np.ndarray:
-    """True for ids the sampler may choose: never pad or start, and only in-scale pitches under a key lock."""
+    """True for ids the sampler may choose: never pad, start or end, and only in-scale pitches under a key lock.
+
+    `end` is left out so that a piece lasts the length asked for instead of stopping where a training piece did.
+    """
     allowed = np.ones(len(vocabulary), bool)
-    allowed[[PAD, START]] = False
+    allowed[[PAD, START, END]] = False
     if key is not None:
         pitches = vocabulary.pitch_of_id
         in_scale = np.isin(pitches % 12, sorted(scale_pitch_classes(key)))
