@@ -39,6 +39,7 @@ from musicgen import midi
 from musicgen.corpus import Corpus
 from musicgen.score import Note, Score
 from musicgen.tokens import decode
+from musicgen.validation import check_ranges
 
 RUNS_ENV = "MUSICGEN_RUNS"  # folder that holds one folder per session
 ALIVE_FILE = ".alive"  # touched on every visit; its time says when a workspace was last used
@@ -62,16 +63,14 @@ class Limits:
     abandon_seconds: float = 600.0  # a training nobody looked at this long stops, 10..86400 s
 
     def __post_init__(self) -> None:
-        for name, low, high in (
-            ("max_trainings", 1, 16),
-            ("session_megabytes", 10, 100_000),
-            ("total_megabytes", 10, 1_000_000),
-            ("max_age_hours", 0.01, 10_000),
-            ("abandon_seconds", 10, 86_400),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-                raise ValueError(f"{name} must be in range {low}..{high}, got {value!r}")
+        check_ranges(
+            self,
+            max_trainings=(1, 16),
+            session_megabytes=(10, 100_000),
+            total_megabytes=(10, 1_000_000),
+            max_age_hours=(0.01, 10_000.0),
+            abandon_seconds=(10.0, 86_400.0),
+        )
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> Limits:
