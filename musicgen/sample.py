@@ -11,13 +11,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import tensorflow as tf
 
+from musicgen.metrics import PITCH_CLASS_NAMES as KEY_NAMES
+from musicgen.metrics import SCALE_STEPS
 from musicgen.score import Score
 from musicgen.tokens import END, PAD, START, Vocabulary, decode, encode
 from musicgen.validation import check_ranges
 
-MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
-MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor
-KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MAX_TOKENS = 20_000  # hard cap on one generation
 
 
@@ -61,8 +60,7 @@ def scale_pitch_classes(key: str) -> set[int]:
     tonic, _, mode = key.partition(" ")
     if tonic not in KEY_NAMES or mode not in ("major", "minor"):
         raise ValueError(f"key must be a tonic {'/'.join(KEY_NAMES)} and 'major' or 'minor', got {key!r}")
-    steps = MAJOR_SCALE if mode == "major" else MINOR_SCALE
-    return {(KEY_NAMES.index(tonic) + step) % 12 for step in steps}
+    return {(KEY_NAMES.index(tonic) + step) % 12 for step in SCALE_STEPS[mode]}
 
 
 def follow_mask(vocabulary: Vocabulary) -> np.ndarray:
