@@ -73,11 +73,11 @@ class Setup:
 
 FULL = Setup(
     ModelConfig(vocabulary_size=KEYS + 3, embedding_size=64, layers=2, units=256, dropout=0.3),
-    TrainConfig(epochs=1000, sequence_length=128, batch_size=64, learning_rate=2e-3, jit_compile=True),
+    TrainConfig(epochs=1000, sequence_length=128, batch_size=64, learning_rate=2e-3),
 )
 SMOKE = Setup(  # a few hundred steps of a tiny model: one epoch over the transposed training pieces
     ModelConfig(vocabulary_size=KEYS + 3, embedding_size=16, layers=1, units=32, dropout=0.0),
-    TrainConfig(epochs=1, sequence_length=64, batch_size=64, learning_rate=1e-2, jit_compile=True),
+    TrainConfig(epochs=1, sequence_length=64, batch_size=64, learning_rate=1e-2),
 )
 
 

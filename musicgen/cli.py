@@ -6,6 +6,7 @@ A thin shell over the library, like the app; errors print one plain line and exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; 0 on success, 1 on a user error, 2 on bad arguments."""
     arguments = _parser().parse_args(argv)
     try:
+        if arguments.command is not info_command:
+            _import_tensorflow_quietly()
         arguments.command(arguments)
     except KeyboardInterrupt:
         print("stopped; run the same command again to continue where it left off", file=sys.stderr)
@@ -24,6 +27,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_plain(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (which ignore TF_CPP_MIN_LOG_LEVEL) kept off the terminal."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            import musicgen.model  # noqa: F401  (sets the backend, then imports keras and tensorflow)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _plain(error: Exception) -> str:
@@ -65,6 +80,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transpose", type=int, default=0, help="augment by shifting up to this many semitones")
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision", default="auto", help="matrix products: auto (bfloat16 where the CPU has it), float32 or bfloat16"
+    )
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="folder that holds the run folders")
     parser.add_argument("--out", type=Path, help="copy the finished model bundle here")
     parser.set_defaults(command=train_command)
@@ -110,6 +128,7 @@ def train_command(arguments: argparse.Namespace) -> None:
         validation_share=arguments.validation_share,
         transpose_semitones=arguments.transpose,
         seed=arguments.seed,
+        precision=arguments.precision,
     )
     corpus = load_paths(_midi_paths(arguments.files))
     for report in corpus.reports:

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from musicgen.metrics import PITCH_CLASS_NAMES as KEY_NAMES
 from musicgen.metrics import SCALE_STEPS
+from musicgen.model import lstm_cell
 from musicgen.score import Score
 from musicgen.tokens import END, PAD, START, Vocabulary, decode, encode
 from musicgen.validation import check_ranges
@@ -145,10 +146,7 @@ class Sampler:
         x = tf.gather(self.embedding, token_ids)
         new_states = []
         for (kernel, recurrent_kernel, bias), (h, c) in zip(self.lstm_weights, states, strict=True):
-            z = tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias
-            i, f, g, o = tf.split(z, 4, axis=1)  # Keras gate order: input, forget, cell, output
-            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-            h = tf.sigmoid(o) * tf.tanh(c)
+            h, c = lstm_cell(tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias, c)
             new_states.append((h, c))
             x = h
         kernel, bias = self.output_weights

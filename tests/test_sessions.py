@@ -22,7 +22,7 @@ def music_files(count: int = 6, notes: int = 48) -> list[tuple[str, bytes]]:
 
 
 def request(epochs: int = 2, files=None, **train_settings) -> jobs.TrainingRequest:
-    settings = dict(epochs=epochs, sequence_length=16, batch_size=8, jit_compile=False, **train_settings)
+    settings = dict(epochs=epochs, sequence_length=16, batch_size=8, **train_settings)
     corpus = load_corpus(files or music_files())
     return jobs.TrainingRequest(corpus, ModelConfig(**TINY_MODEL), TrainConfig(**settings))
 
@@ -180,7 +180,7 @@ def test_a_failed_training_reports_a_plain_message(queue, space):
 def test_training_further_from_a_model_writes_a_new_run_and_leaves_the_model_as_it_was(queue, space, tiny_model):
     weights = (tiny_model / sessions.WEIGHTS_FILE).read_bytes()
     further = jobs.TrainingRequest(
-        load_corpus(music_files(3)), None, TrainConfig(epochs=1, sequence_length=16, jit_compile=False), tiny_model
+        load_corpus(music_files(3)), None, TrainConfig(epochs=1, sequence_length=16), tiny_model
     )
     progress = finished(queue.submit(jobs.TrainingJob(further, space)))
     assert progress.state == "finished", progress.message
