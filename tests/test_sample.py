@@ -87,7 +87,9 @@ def test_primer_opens_the_piece(sampler):
     primer = primer_from_score(scale_piece(99), VOCABULARY, notes=6)
     generated = sampler.generate(SampleConfig(seed=1, max_seconds=10), primer)[0]
     assert generated[: len(primer)] == primer and primer[0] == START
-    assert set(decode(primer, VOCABULARY).notes) <= set(decode(generated, VOCABULARY).notes)
+    ends = {(note.start, note.pitch): note.end for note in decode(generated, VOCABULARY).notes}
+    for note in decode(primer, VOCABULARY).notes:  # the piece may lengthen the last chord by chaining a duration
+        assert ends[note.start, note.pitch] >= note.end
     assert END not in primer
 
 
