@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -131,7 +130,7 @@ def corpus_to_ids(corpus: Corpus, vocabulary: tokens.Vocabulary) -> list[np.ndar
 def _read_file(name: str, source: bytes | str | os.PathLike) -> tuple[Score | None, FileReport, str]:
     """The score of one file, its report and the sha256 of its bytes (None and "" when unreadable)."""
     try:
-        score, repairs = _read_keeping_warnings(source)
+        score, repairs = midi.read_with_repairs(source)
     except midi.MidiError as error:
         return None, FileReport(name, error=str(error)), ""
     melodic, drums = len(score.melodic_notes), len(score.notes) - len(score.melodic_notes)
@@ -140,17 +139,6 @@ def _read_file(name: str, source: bytes | str | os.PathLike) -> tuple[Score | No
         report = replace(report, error=ONLY_DRUMS)
     data = source if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
     return score, report, hashlib.sha256(data).hexdigest()
-
-
-def _read_keeping_warnings(source: bytes | str | os.PathLike) -> tuple[Score, tuple[str, ...]]:
-    """The score of one file and the repairs `midi.read` warned about; other warnings pass on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", midi.MidiWarning)  # once per file, not once per session
-        score = midi.read(source)
-    repairs = tuple(str(w.message) for w in caught if issubclass(w.category, midi.MidiWarning))
-    for other in (w for w in caught if not issubclass(w.category, midi.MidiWarning)):
-        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-    return score, repairs
 
 
 def _instruments(score: Score) -> tuple[str, ...]:

@@ -15,8 +15,10 @@ Reading follows these rules:
   tempo changes to 0 and time signatures with a zero numerator or a denominator over 64.
 - A note's program is the last program change on its channel at or before its onset (0
   if none); notes on channel 10 (index 9) are drums.
-- Data bytes over 127 are clipped to 127 with a `MidiWarning`; a RIFF `.rmi` file is
-  unwrapped. Every other failure raises `MidiError` with a message for the user.
+- Data bytes over 127 are clipped to 127 (a repair: `read` warns with a `MidiWarning`,
+  `read_with_repairs` returns it); a RIFF `.rmi` file is unwrapped. A key signature mido
+  cannot name is read as C major: scores do not use key signatures, so the file is kept.
+  Every other failure raises `MidiError` with a message for the user.
 """
 
 from __future__ import annotations
@@ -43,10 +45,25 @@ DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 MELODIC_CHANNELS = tuple(channel for channel in range(16) if channel != DRUM_CHANNEL)
 SMPTE_FRAMES_PER_SECOND = {24: 24.0, 25: 25.0, 29: 30000 / 1001, 30: 30.0}  # 29 means 29.97 drop-frame
 
-# Everything mido 1.3 raises on a bad file; KeySignatureError is not a ValueError.
-_MIDO_ERRORS = (EOFError, OSError, ValueError, LookupError, TypeError, struct.error, mido.KeySignatureError)
+# Everything mido 1.3 raises on a bad file (key signatures excepted, see _LenientKeySignature).
+_MIDO_ERRORS = (EOFError, OSError, ValueError, LookupError, TypeError, struct.error)
 _CLIPPABLE_ERROR = "data byte must be in range 0..127"
 _NOTE_OFF, _PROGRAM_CHANGE, _NOTE_ON = 0, 1, 2  # order of written events at the same tick
+
+
+class _LenientKeySignature(mido.midifiles.meta.MetaSpec_key_signature):
+    """mido's key signature, except that one it cannot name (say 11 sharps) is read as C instead of failing."""
+
+    type = "key_signature"
+
+    def decode(self, message, data):
+        try:
+            super().decode(message, data)
+        except (mido.KeySignatureError, IndexError):
+            message.key = "C"
+
+
+mido.midifiles.meta.add_meta_spec(_LenientKeySignature)  # this module is the project's only mido user
 
 
 class MidiError(Exception):
@@ -94,12 +111,20 @@ class _Span(NamedTuple):
 
 
 def read(source: str | os.PathLike | bytes) -> Score:
-    """The score in a MIDI file, given as a path or as its bytes; raises MidiError."""
+    """The score in a MIDI file, given as a path or as its bytes; raises MidiError, warns of repairs."""
+    score, repairs = read_with_repairs(source)
+    for repair in repairs:
+        warnings.warn(repair, MidiWarning, stacklevel=2)
+    return score
+
+
+def read_with_repairs(source: str | os.PathLike | bytes) -> tuple[Score, tuple[str, ...]]:
+    """The score in a MIDI file and a sentence for each repair made to read it; raises MidiError."""
     data = bytes(source) if isinstance(source, bytes | bytearray) else _read_path(source)
     _check_size(len(data))
     header = _parse_header(_unwrap_riff(data))
-    midi_file = _load(_standard_bytes(header))
-    return _score_from_tracks(_timed_tracks(midi_file, header.format), header)
+    midi_file, repairs = _load(_standard_bytes(header))
+    return _score_from_tracks(_timed_tracks(midi_file, header.format), header), repairs
 
 
 def _read_path(path: str | os.PathLike) -> bytes:
@@ -206,10 +231,10 @@ def _standard_bytes(header: _Header) -> bytes:
     return b"MThd" + fields + b"".join(header.tracks)
 
 
-def _load(data: bytes) -> mido.MidiFile:
+def _load(data: bytes) -> tuple[mido.MidiFile, tuple[str, ...]]:
     """Parse with mido; when only data bytes over 127 stop it, parse again clipping them."""
     try:
-        return mido.MidiFile(file=io.BytesIO(data))
+        return mido.MidiFile(file=io.BytesIO(data)), ()
     except _MIDO_ERRORS as error:
         if str(error) != _CLIPPABLE_ERROR:
             raise _damaged(error) from error
@@ -217,8 +242,7 @@ def _load(data: bytes) -> mido.MidiFile:
         midi_file = mido.MidiFile(file=io.BytesIO(data), clip=True)
     except _MIDO_ERRORS as error:
         raise _damaged(error) from error
-    warnings.warn("some values in this file were above 127 and were clipped to 127", MidiWarning, stacklevel=3)
-    return midi_file
+    return midi_file, ("some values in this file were above 127 and were clipped to 127",)
 
 
 def _damaged(error: Exception) -> MidiError:

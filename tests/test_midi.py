@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from musicgen import midi
-from musicgen.midi import MidiError, MidiWarning, read, write
+from musicgen.midi import MidiError, MidiWarning, read, read_with_repairs, write
 from musicgen.score import Note, Score, Tempo
 
 # Building files in memory.
@@ -294,12 +294,24 @@ def test_data_bytes_over_127_are_clipped_with_a_warning():
     assert score.notes == (Note(0.0, 60, 1.0, 127),)
 
 
+def test_repairs_are_returned_to_the_caller_and_not_warned(recwarn):
+    events = bytes.fromhex("00 90 3c c8  83 60 80 3c 40") + END_OF_TRACK  # velocity 200
+    score, repairs = read_with_repairs(raw_file(0, 480, events))
+    assert repairs == ("some values in this file were above 127 and were clipped to 127",)
+    assert score.notes == (Note(0.0, 60, 1.0, 127),) and not recwarn.list
+
+
+@pytest.mark.parametrize("key_signature", ["00 ff 59 02 0b 05", "00 ff 59 01 02", "00 ff 59 00"])
+def test_a_key_signature_mido_cannot_name_does_not_lose_the_file(key_signature):
+    score, repairs = read_with_repairs(raw_file(0, 480, bytes.fromhex(key_signature) + ONE_NOTE))
+    assert score.notes == (Note(0.0, 60, 1.0, 64),) and repairs == ()
+
+
 @pytest.mark.parametrize(
     ("events", "message"),
     [
         ("00 f4 3c 40", r"this file is damaged \(undefined status byte 0xf4\)"),
         ("00 3c 40", r"this file is damaged \(running status without last_status\)"),
-        ("00 ff 59 02 0b 05", r"this file is damaged \(could not decode key with 11 sharps and mode 5\)"),
         ("00 ff 51 01 07", "^this file is damaged: a message in it cannot be decoded$"),
         ("00 90 3c", "a track ends in the middle of a message"),
     ],
