@@ -106,6 +106,33 @@ def index_corpus(scores: Iterable[Score], steps_per_beat: int = 4) -> CorpusInde
     return CorpusIndex(text, suffix_array(codes), symbols, tuple(offsets), np.array(beats), steps_per_beat)
 
 
+def save_index(index: CorpusIndex, path) -> None:
+    """Write an index as plain arrays (.npz: no pickle), for `load_index`."""
+    np.savez(
+        path,
+        codes=np.fromiter(map(ord, index.text), np.int32, len(index.text)),
+        suffix_array=index.suffix_array,
+        steps=np.array(list(index.symbols), np.int64).reshape(-1, 4),  # in the order of their characters
+        piece_offsets=np.array(index.piece_offsets, np.int64),
+        step_beats=index.step_beats,
+        steps_per_beat=index.steps_per_beat,
+    )
+
+
+def load_index(path) -> CorpusIndex:
+    """An index written by `save_index`."""
+    with np.load(path, allow_pickle=False) as arrays:
+        steps = [tuple(row) for row in arrays["steps"].tolist()]
+        return CorpusIndex(
+            "".join(map(chr, arrays["codes"].tolist())),
+            arrays["suffix_array"],
+            {step: chr(FIRST_SYMBOL + number) for number, step in enumerate(steps)},
+            tuple(arrays["piece_offsets"].tolist()),
+            arrays["step_beats"],
+            int(arrays["steps_per_beat"]),
+        )
+
+
 def measure_originality(score: Score, index: CorpusIndex) -> Originality:
     """How much of `score` is copied from the corpus behind `index`."""
     steps, starts = score_to_steps(score, index.steps_per_beat)

@@ -20,7 +20,6 @@ import itertools
 import json
 import logging
 import os
-import pickle
 import re
 import secrets
 import shutil
@@ -36,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from musicgen import midi
-from musicgen.corpus import Corpus
+from musicgen.corpus import Corpus, load_folder
+from musicgen.originality import CorpusIndex, index_corpus, load_index, save_index
 from musicgen.score import Note, Score
 from musicgen.tokens import decode
 from musicgen.validation import check_ranges
@@ -499,7 +499,7 @@ class MusicIndex:
     """The originality index of a folder of training music, with that music's fingerprint."""
 
     fingerprint: str
-    index: object  # musicgen.originality.CorpusIndex
+    index: CorpusIndex
 
 
 class MusicIndexes:
@@ -541,34 +541,33 @@ class MusicIndexes:
 
 def index_folder(folder: Path, steps_per_beat: int = 4) -> MusicIndex:
     """Read every MIDI file of a folder and index it for `musicgen.originality.measure_originality`."""
-    from musicgen.corpus import load_folder
-    from musicgen.originality import index_corpus
-
     music = load_folder(folder)
     return MusicIndex(music.fingerprint, index_corpus(music.scores, steps_per_beat))
 
 
 def write_index_file(folder: str, steps_per_beat: str, out: str) -> None:
-    """What the child process of `index_in_child_process` runs: the index, pickled into `out`."""
-    Path(out).write_bytes(pickle.dumps(index_folder(Path(folder), int(steps_per_beat))))
+    """What the child process of `index_in_child_process` runs: the index as arrays into the folder `out`."""
+    music = index_folder(Path(folder), int(steps_per_beat))
+    save_index(music.index, Path(out) / "index.npz")
+    (Path(out) / "fingerprint").write_text(music.fingerprint)
 
 
 def index_in_child_process(folder: Path, steps_per_beat: int = 4, timeout: float = 600) -> MusicIndex:
-    """`index_folder` run by a fresh Python process, its result passed back as a pickle we wrote."""
+    """`index_folder` run by a fresh Python process, its result passed back as plain arrays."""
     package_parent = str(Path(__file__).resolve().parent.parent)
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
     }
     with tempfile.TemporaryDirectory(prefix="musicgen-index-") as scratch:
-        result = Path(scratch) / "index.pickle"
+        result = Path(scratch)
         # Lowest CPU priority: the index waits for idle time instead of slowing the pieces being composed.
         code = "import os, sys; os.nice(19); import musicgen.sessions as s; s.write_index_file(*sys.argv[1:])"
         command = [sys.executable, "-c", code, str(folder), str(steps_per_beat), str(result)]
         done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"indexing {folder} failed: {done.stderr.strip()[-2000:]}")
-        return pickle.loads(result.read_bytes())
+        return MusicIndex((result / "fingerprint").read_text(), load_index(result / "index.npz"))
 
 
 @dataclass

@@ -11,7 +11,9 @@ from musicgen.originality import (
     COPY_THRESHOLD_NOTES,
     PHRASE_NOTES,
     index_corpus,
+    load_index,
     measure_originality,
+    save_index,
     score_to_steps,
     suffix_array,
 )
@@ -125,6 +127,15 @@ def test_short_pieces_and_empty_corpora():
     result = measure_originality(one_note, index_corpus([one_note]))
     assert (result.longest_copied_notes, result.phrase_count, result.note_count) == (0, 0, 1)
     assert "too short to compare 8-note phrases" in result.plain_summary()
+
+
+def test_an_index_saved_as_arrays_loads_back_the_same(corpus, index, tmp_path):
+    save_index(index, tmp_path / "index.npz")
+    loaded = load_index(tmp_path / "index.npz")
+    assert (loaded.text, loaded.symbols, loaded.piece_offsets) == (index.text, index.symbols, index.piece_offsets)
+    np.testing.assert_array_equal(loaded.suffix_array, index.suffix_array)
+    np.testing.assert_array_equal(loaded.step_beats, index.step_beats)
+    assert measure_originality(corpus[3], loaded) == measure_originality(corpus[3], index)
 
 
 def test_steps_per_beat_is_checked():
