@@ -52,7 +52,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """Rebuild from JSON data, ignoring nothing and refusing unknown fields."""
+        """Rebuild from JSON data: retired settings of earlier versions are dropped, unknown ones refused."""
         data = {name: value for name, value in data.items() if name not in RETIRED_SETTINGS}
         unknown = set(data) - {field.name for field in fields(cls)}
         if unknown:
@@ -183,6 +183,7 @@ def cpu_has_bfloat16() -> bool:
 
 
 def compiled_model(model_config: ModelConfig, config: TrainConfig) -> keras.Model:
+    """The network with its optimizer and loss, ready for `fit`."""
     model = build_model(model_config, compute_dtype(config.precision))
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
