@@ -25,25 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-CHROMIUM_ARGS += ["--disable-sync", "--no-first-run"]
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, REPOSITORY, compose, open_page, streamlit_server
+
 SAMPLE_RATE_HZ = 32_000  # as streamlit_app.SAMPLE_RATE_HZ
-NEW_AUDIO_READY = """before => {
-    const audio = document.querySelector('audio');
-    return audio && audio.src && !before.includes(audio.src) && audio.readyState >= 3;
-}"""
 
 
 def main() -> None:
@@ -60,78 +49,29 @@ def main() -> None:
 def measure_in_browser(model: Path, pieces: int) -> None:
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    url = f"http://localhost:{port}"
-    with tempfile.TemporaryDirectory(prefix="musicgen-benchmark-") as runs:
-        environment = {**os.environ, "MUSICGEN_MODEL": str(model), "MUSICGEN_RUNS": runs}
-        command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
+    with tempfile.TemporaryDirectory(prefix="musicgen-benchmark-") as runs, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         started = time.monotonic()
-        server = subprocess.Popen(
-            command + ["--server.headless", "true"],
-            cwd=REPOSITORY,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                wait_for_health(url, server)
-                print(f"server answering:          {time.monotonic() - started:5.2f} s after `streamlit run`")
-                page = open_page(browser, url)
-                print(f"page ready, first visitor: {time.monotonic() - started:5.2f} s after `streamlit run`")
-                first = compose(page)
-                print(f"Compose -> audio, first:   {first:5.2f} s (right after the page was ready)")
-                times = compose_several(page, pieces)
-                print(
-                    f"Compose -> audio, next {pieces}:  median {statistics.median(times):.2f} s, "
-                    f"worst {max(times):.2f} s"
-                )
-                second_started = time.monotonic()
-                trainer = open_page(browser, url)
-                print(f"page ready, second visitor: {time.monotonic() - second_started:4.2f} s after opening it")
-                start_training(trainer)
-                busy = compose_several(page, pieces)
-                print(
-                    f"Compose -> audio while another visitor trains, their page open here too: "
-                    f"median {statistics.median(busy):.2f} s, worst {max(busy):.2f} s"
-                )
-                trainer.context.close()  # the training goes on; only its page redrawing here stops
-                busy = compose_several(page, pieces)
-                print(
-                    f"Compose -> audio while another visitor trains, their page elsewhere: "
-                    f"median {statistics.median(busy):.2f} s, worst {max(busy):.2f} s"
-                )
-                browser.close()
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        with streamlit_server({"MUSICGEN_MODEL": str(model), "MUSICGEN_RUNS": runs}) as url:
+            print(f"server answering:          {time.monotonic() - started:5.2f} s after `streamlit run`")
+            page = open_page(browser, url, seconds=300)
+            print(f"page ready, first visitor: {time.monotonic() - started:5.2f} s after `streamlit run`")
+            print(f"Compose -> audio, first:   {compose(page, 120):5.2f} s (right after the page was ready)")
+            print(f"Compose -> audio, next {pieces}:  {summary(compose_several(page, pieces))}")
+            second_started = time.monotonic()
+            trainer = open_page(browser, url, seconds=300)
+            print(f"page ready, second visitor: {time.monotonic() - second_started:4.2f} s after opening it")
+            start_training(trainer)
+            busy = summary(compose_several(page, pieces))
+            print(f"Compose -> audio while another visitor trains, their page open here too: {busy}")
+            trainer.context.close()  # the training goes on; only its page redrawing here stops
+            busy = summary(compose_several(page, pieces))
+            print(f"Compose -> audio while another visitor trains, their page elsewhere: {busy}")
+        browser.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_health(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("streamlit did not start")
-
-
-def open_page(browser, url: str):
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    page.goto(url)
-    page.get_by_role("button", name="Compose", exact=True).wait_for(timeout=300_000)
-    return page
+def summary(seconds: list[float]) -> str:
+    return f"median {statistics.median(seconds):.2f} s, worst {max(seconds):.2f} s"
 
 
 def start_training(page) -> None:
@@ -155,17 +95,8 @@ def compose_several(page, count: int) -> list[float]:
     times = []
     for _ in range(count):
         time.sleep(3)
-        times.append(compose(page))
+        times.append(compose(page, 120))
     return times
-
-
-def compose(page) -> float:
-    """Seconds from the click on Compose until the new piece's audio can play."""
-    before = page.evaluate("Array.from(document.querySelectorAll('audio')).map(a => a.src).join(' ')")
-    started = time.monotonic()
-    page.get_by_role("button", name="Compose", exact=True).click()
-    page.wait_for_function(NEW_AUDIO_READY, arg=before, timeout=120_000)
-    return time.monotonic() - started
 
 
 def measure_in_process(model: Path, pieces: int) -> None:

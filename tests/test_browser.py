@@ -8,35 +8,18 @@ may be busy with other work.
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from musicgen import midi
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, REPOSITORY, compose, open_page, streamlit_server
 
 pytestmark = pytest.mark.browser
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = Path(os.environ.get("MUSICGEN_MODEL") or REPOSITORY / "checkpoints" / "bach")
 DEMO = REPOSITORY / "samples" / "demo"
 SCREENSHOT = REPOSITORY / "docs" / "screenshot.png"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-START_SECONDS = 120  # for the server to answer
-PAGE_SECONDS = 120  # for the first page, which loads TensorFlow and the model (only once per server)
 PIECE_SECONDS = 60  # for a piece after Compose, even while another visitor trains
 TRAINING_SECONDS = 300  # for a small training to get somewhere
 SCREENSHOT_SEED = 2  # a full 30 s piece with the shipped model at its recommended temperature
@@ -48,49 +31,15 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"Chromium is not installed at {CHROMIUM}", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_health(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError("streamlit did not start in time")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app served by `streamlit run` on a free port; its process group is stopped afterwards."""
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    environment = {**os.environ, "MUSICGEN_RUNS": str(tmp_path_factory.mktemp("runs")), "MUSICGEN_MAX_TRAININGS": "1"}
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py"]
-    command += ["--server.port", str(port), "--server.headless", "true"]
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, cwd=REPOSITORY, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://localhost:{port}"
+    settings = {"MUSICGEN_RUNS": str(tmp_path_factory.mktemp("runs")), "MUSICGEN_MAX_TRAININGS": "1"}
     try:
-        wait_for_health(url, process)
-        yield url
+        with streamlit_server(settings, log) as url:
+            yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server and the helper processes it started
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
         if "Traceback" in log.read_text(errors="replace"):
             print(log.read_text(errors="replace")[-5000:])
 
@@ -101,31 +50,6 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
-
-
-def open_page(browser, url: str, height: int = 1100):
-    """A page in a fresh browser context (a new visitor), once the Compose button is there."""
-    page = browser.new_context(viewport={"width": 1400, "height": height}, accept_downloads=True).new_page()
-    page.goto(url)
-    compose_button(page).wait_for(timeout=PAGE_SECONDS * 1000)
-    return page
-
-
-def compose_button(page):
-    return page.get_by_role("button", name="Compose", exact=True)
-
-
-def compose(page, seconds: float = PIECE_SECONDS) -> float:
-    """Click Compose and wait until a new audio player has its sound; the seconds it took."""
-    before = page.evaluate("Array.from(document.querySelectorAll('audio')).map(a => a.src).join(' ')")
-    started = time.monotonic()
-    compose_button(page).click()
-    page.wait_for_function(
-        "before => { const a = document.querySelector('audio'); return a && a.src && !before.includes(a.src); }",
-        arg=before,
-        timeout=seconds * 1000,
-    )
-    return time.monotonic() - started
 
 
 def set_slider(page, label: str, key: str, presses: int = 1) -> None:
