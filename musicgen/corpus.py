@@ -2,7 +2,8 @@
 
 A file is skipped, with its reason in its report, when `midi.read` refuses it, when it
 has only drums (the model learns melody and harmony; tokens leave drums out by default),
-or when it holds the same bytes as a file already loaded. Repairs that `midi.read` warns
+when it would make more than `tokens.MAX_PIECE_TOKENS` tokens, or when it holds the same
+bytes as a file already loaded. A whole upload may make at most MAX_CORPUS_TOKENS. Repairs that `midi.read` warns
 about go into the report instead of being printed. The fingerprint identifies the music
 used, not the file names or their order.
 """
@@ -42,6 +43,10 @@ INSTRUMENT_FAMILIES = (  # General MIDI groups programs in sixteen families of e
 )
 
 ONLY_DRUMS = "it has only drums, and the model learns melody and harmony, not drums"
+# Most tokens in all the music of one training: five pieces at tokens.MAX_PIECE_TOKENS, or
+# 13 times the 348 bundled chorales (234,000 tokens). 12 MB as int32; an epoch over it takes
+# about two minutes at the 26,000 tokens a second that training runs on the hosted 2 cores.
+MAX_CORPUS_TOKENS = 3_000_000
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +96,13 @@ class Corpus:
         return f"{len(used)} of {len(self.reports)} files used: {notes}, {minutes}:{seconds:02d} of music"
 
 
-def load_corpus(sources: Iterable[tuple[str, bytes | str | os.PathLike]]) -> Corpus:
-    """A corpus from (name, file bytes or path) pairs, such as uploaded files."""
+def load_corpus(
+    sources: Iterable[tuple[str, bytes | str | os.PathLike]], vocabulary: tokens.Vocabulary = tokens.Vocabulary()
+) -> Corpus:
+    """A corpus from (name, file bytes or path) pairs, such as uploaded files; `vocabulary` counts their tokens."""
     names, scores, reports, used = [], [], [], {}  # used: content digest -> name
     for name, source in sources:
-        score, report, digest = _read_file(name, source)
+        score, report, digest = _read_file(name, source, vocabulary)
         if report.error is None and digest in used:
             report = replace(report, error=f"it holds the same music as {used[digest]}")
         if report.error is None:
@@ -108,26 +115,55 @@ def load_corpus(sources: Iterable[tuple[str, bytes | str | os.PathLike]]) -> Cor
     return Corpus(tuple(names), tuple(scores), tuple(reports), _fingerprint(used))
 
 
-def load_paths(paths: Iterable[str | os.PathLike]) -> Corpus:
+def load_paths(paths: Iterable[str | os.PathLike], vocabulary: tokens.Vocabulary = tokens.Vocabulary()) -> Corpus:
     """A corpus from MIDI files on disk, each named by its file name."""
-    return load_corpus((Path(path).name, path) for path in paths)
+    return load_corpus(((Path(path).name, path) for path in paths), vocabulary)
 
 
-def load_folder(folder: str | os.PathLike) -> Corpus:
+def load_folder(folder: str | os.PathLike, vocabulary: tokens.Vocabulary = tokens.Vocabulary()) -> Corpus:
     """A corpus from every MIDI file in a folder and its subfolders, named by relative path."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"not a folder: {folder}")
     paths = sorted(path for path in folder.rglob("*") if path.suffix.lower() in MIDI_SUFFIXES)
-    return load_corpus((path.relative_to(folder).as_posix(), path) for path in paths)
+    return load_corpus(((path.relative_to(folder).as_posix(), path) for path in paths), vocabulary)
 
 
 def corpus_to_ids(corpus: Corpus, vocabulary: tokens.Vocabulary) -> list[np.ndarray]:
-    """The token ids of every score, as int32 arrays."""
+    """The token ids of every score, as int32 arrays; ValueError, before making any, when there are too many."""
+    total = 0
+    for name, score in zip(corpus.names, corpus.scores, strict=True):
+        count = tokens.count_tokens(score, vocabulary)
+        if count > tokens.MAX_PIECE_TOKENS:
+            raise ValueError(f"{name}: {_too_many_tokens(count)}; leave it out or shorten it")
+        total += count
+    if total > MAX_CORPUS_TOKENS:
+        raise ValueError(
+            f"all your music together would make {total:,} tokens, more than the {MAX_CORPUS_TOKENS:,} "
+            "one training may use: upload fewer or shorter files"
+        )
     return [np.asarray(tokens.encode(score, vocabulary), dtype=np.int32) for score in corpus.scores]
 
 
-def _read_file(name: str, source: bytes | str | os.PathLike) -> tuple[Score | None, FileReport, str]:
+def _why_unusable(score: Score, vocabulary: tokens.Vocabulary) -> str | None:
+    """Why a score that was read cannot be trained on, or None."""
+    if not score.melodic_notes:
+        return ONLY_DRUMS
+    count = tokens.count_tokens(score, vocabulary)
+    return _too_many_tokens(count) if count > tokens.MAX_PIECE_TOKENS else None
+
+
+def _too_many_tokens(count: int) -> str:
+    """The reason given for a piece over tokens.MAX_PIECE_TOKENS."""
+    return (
+        f"it would make {count:,} tokens, more than the {tokens.MAX_PIECE_TOKENS:,} one piece may have "
+        "(long silences and long-held notes take many)"
+    )
+
+
+def _read_file(
+    name: str, source: bytes | str | os.PathLike, vocabulary: tokens.Vocabulary
+) -> tuple[Score | None, FileReport, str]:
     """The score of one file, its report and the sha256 of its bytes (None and "" when unreadable)."""
     try:
         score, repairs = midi.read_with_repairs(source)
@@ -135,8 +171,7 @@ def _read_file(name: str, source: bytes | str | os.PathLike) -> tuple[Score | No
         return None, FileReport(name, error=str(error)), ""
     melodic, drums = len(score.melodic_notes), len(score.notes) - len(score.melodic_notes)
     report = FileReport(name, melodic, score.track_count, _instruments(score), drums, score.duration_seconds, repairs)
-    if not melodic:
-        report = replace(report, error=ONLY_DRUMS)
+    report = replace(report, error=_why_unusable(score, vocabulary))
     data = source if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
     return score, report, hashlib.sha256(data).hexdigest()
 

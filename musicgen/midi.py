@@ -1,4 +1,4 @@
-"""MIDI files <-> Score: the only module that imports mido.
+"""MIDI files <-> Score: the only module that imports mido (for writing; reading has its own parser).
 
 Reading follows these rules:
 
@@ -15,9 +15,14 @@ Reading follows these rules:
   tempo changes to 0 and time signatures with a zero numerator or a denominator over 64.
 - A note's program is the last program change on its channel at or before its onset (0
   if none); notes on channel 10 (index 9) are drums.
+- Only what the score uses is decoded: notes, program changes, tempos, time signatures
+  and the tick of each track's last message. Every other event (controllers, sysex, key
+  signatures, text...) is skipped by its length, so a key signature no program can name
+  does not lose the file. Running status carries over meta and system messages.
 - Data bytes over 127 are clipped to 127 (a repair: `read` warns with a `MidiWarning`,
-  `read_with_repairs` returns it); a RIFF `.rmi` file is unwrapped. A key signature mido
-  cannot name is read as C major: scores do not use key signatures, so the file is kept.
+  `read_with_repairs` returns it); a RIFF `.rmi` file is unwrapped.
+- The limits below are checked while the events are read, so a file is refused as soon
+  as it passes one; MAX_SECONDS is checked once the tempo map is known.
   Every other failure raises `MidiError` with a message for the user.
 """
 
@@ -30,7 +35,7 @@ import os
 import struct
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import mido
@@ -38,32 +43,29 @@ import mido
 from musicgen.score import DEFAULT_MICROSECONDS_PER_BEAT, Note, Score, Tempo
 
 MAX_FILE_BYTES = 2_000_000  # largest file read, in bytes; the app's upload limit matches it
+# Most events (messages of every kind) in one file. Skipping an event takes a fraction of a
+# microsecond, so this bounds memory more than time: the program changes and tempos kept
+# while reading take about 180 bytes each (125 MB for 700,000 program changes). A 2 MB
+# file of 3-byte events (running status, such as 666,000 controller changes) stays
+# readable; one of 2-byte events is refused after 1.4 MB.
+MAX_EVENTS = 700_000
 MAX_NOTES = 200_000  # most notes in one file
+# Latest event of a piece, in beats (quarter notes). 60 minutes at 240 bpm is 14,400 beats,
+# so no piece that MAX_SECONDS lets in at a playable tempo is refused. Seconds alone do not
+# bound a piece: at a tempo of 1 microsecond a beat, 2^28 beats last 268 s, and every beat
+# of silence or of a held note costs tokens (see musicgen.tokens.MAX_PIECE_TOKENS).
+MAX_BEATS = 20_000
 MAX_SECONDS = 3600  # longest piece, in seconds
 SMPTE_SCORE_TICKS_PER_BEAT = 480  # ticks_per_beat of a score read from an SMPTE-timed file
 DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 MELODIC_CHANNELS = tuple(channel for channel in range(16) if channel != DRUM_CHANNEL)
 SMPTE_FRAMES_PER_SECOND = {24: 24.0, 25: 25.0, 29: 30000 / 1001, 30: 30.0}  # 29 means 29.97 drop-frame
 
-# Everything mido 1.3 raises on a bad file (key signatures excepted, see _LenientKeySignature).
-_MIDO_ERRORS = (EOFError, OSError, ValueError, LookupError, TypeError, struct.error)
-_CLIPPABLE_ERROR = "data byte must be in range 0..127"
+_CLIPPED = "some values in this file were above 127 and were clipped to 127"
+_CUT_MESSAGE = "this file is damaged: a track ends in the middle of a message"
+_SET_TEMPO, _TIME_SIGNATURE = 0x51, 0x58  # meta event types the score uses
+_SYSTEM_DATA_BYTES = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0, 0xFC: 0, 0xFE: 0}
 _NOTE_OFF, _PROGRAM_CHANGE, _NOTE_ON = 0, 1, 2  # order of written events at the same tick
-
-
-class _LenientKeySignature(mido.midifiles.meta.MetaSpec_key_signature):
-    """mido's key signature, except that one it cannot name (say 11 sharps) is read as C instead of failing."""
-
-    type = "key_signature"
-
-    def decode(self, message, data):
-        try:
-            super().decode(message, data)
-        except (mido.KeySignatureError, IndexError):
-            message.key = "C"
-
-
-mido.midifiles.meta.add_meta_spec(_LenientKeySignature)  # this module is the project's only mido user
 
 
 class MidiError(Exception):
@@ -89,22 +91,20 @@ class _Header(NamedTuple):
     tracks: tuple[bytes, ...]  # every MTrk chunk, header included
 
 
-class _TimedTrack(NamedTuple):
-    start: int  # absolute tick where the track begins (after earlier tracks in format 2)
-    events: list[tuple[int, mido.Message]]  # (absolute tick, message)
+@dataclass
+class _Found:
+    """What the score needs from the events of a file, gathered while they are parsed."""
 
-    @property
-    def end(self) -> int:
-        """Absolute tick of the last message."""
-        return self.events[-1][0] if self.events else self.start
-
-
-class _Span(NamedTuple):
-    channel: int
-    pitch: int
-    start: int  # ticks
-    velocity: int
-    end: int  # ticks
+    last_tick: float  # tick of MAX_BEATS: no event may come later
+    sixteenth: int  # ticks a note lasts when its track ends where it starts
+    spans: list[tuple[int, int, int, int]] = field(default_factory=list)  # (start, channel << 7 | pitch, velocity, end)
+    programs: list[tuple[int, int, int]] = field(default_factory=list)  # (channel, tick, program) in file order
+    tempos: list[tuple[int, int]] = field(default_factory=list)  # (tick, microseconds per beat) in file order
+    signatures: list[tuple[int, int, int]] = field(default_factory=list)  # (tick, numerator, denominator)
+    notes: int = 0  # notes so far, for MAX_NOTES
+    events: int = 0  # events so far, for MAX_EVENTS
+    tracks_with_notes: int = 0
+    clipped: bool = False  # a data byte over 127 was clipped
 
 
 # Reading.
@@ -123,8 +123,8 @@ def read_with_repairs(source: str | os.PathLike | bytes) -> tuple[Score, tuple[s
     data = bytes(source) if isinstance(source, bytes | bytearray) else _read_path(source)
     _check_size(len(data))
     header = _parse_header(_unwrap_riff(data))
-    midi_file, repairs = _load(_standard_bytes(header))
-    return _score_from_tracks(_timed_tracks(midi_file, header.format), header), repairs
+    found = _read_events(header)
+    return _score_from_events(found, header), ((_CLIPPED,) if found.clipped else ())
 
 
 def _read_path(path: str | os.PathLike) -> bytes:
@@ -180,7 +180,7 @@ def _cut_off_check(data: bytes, needed: int) -> None:
 
 
 def _parse_header(data: bytes) -> _Header:
-    """Check the file header and the track chunks cheaply, before mido parses the events."""
+    """Check the file header and find the track chunks, before their events are read."""
     if not data:
         raise MidiError("this file is empty")
     if not data.startswith(b"MThd"):
@@ -190,7 +190,7 @@ def _parse_header(data: bytes) -> _Header:
     if header_size < 6:
         raise MidiError("this file is damaged: its header is too short")
     _cut_off_check(data, 8 + header_size)
-    file_format, track_count, division = struct.unpack(">HHH", data[8:14])
+    file_format, track_count, division = struct.unpack(">HHH", data[8:14])  # unsigned: up to 65,535 tracks
     if file_format > 2:
         raise MidiError(f"this file says it is MIDI format {file_format}; only formats 0, 1 and 2 exist")
     return _Header(file_format, _timing(division), _track_chunks(data, 8 + header_size, track_count))
@@ -224,119 +224,194 @@ def _track_chunks(data: bytes, position: int, track_count: int) -> tuple[bytes, 
     return tuple(chunks)
 
 
-def _standard_bytes(header: _Header) -> bytes:
-    """A clean file for mido: a plain six-byte header and the MTrk chunks only."""
-    division = struct.pack(">H", 1)  # mido misreads SMPTE timing; `header.timing` holds the truth
-    fields = struct.pack(">IHH", 6, header.format, len(header.tracks)) + division
-    return b"MThd" + fields + b"".join(header.tracks)
+# The events of the tracks.
 
 
-def _load(data: bytes) -> tuple[mido.MidiFile, tuple[str, ...]]:
-    """Parse with mido; when only data bytes over 127 stop it, parse again clipping them."""
+def _read_events(header: _Header) -> _Found:
+    """Notes, program changes, tempos and time signatures of every track; format 2 tracks follow one another."""
+    ticks_per_beat = header.timing.ticks_per_beat
+    found = _Found(MAX_BEATS * ticks_per_beat, max(1, round(ticks_per_beat / 4)))
+    start = 0
+    for chunk in header.tracks:
+        if header.format == 2:
+            found.tempos.append((start, DEFAULT_MICROSECONDS_PER_BEAT))  # each track starts at 120 bpm
+        end = _read_track(chunk, start, found)
+        start = end if header.format == 2 else 0
+    return found
+
+
+def _read_track(chunk: bytes, tick: int, found: _Found) -> int:
+    """Gather the events of one MTrk chunk (header included) that starts at `tick`; return its last tick.
+
+    The hot loop of reading, kept in one function so that a channel message costs no call;
+    meta, sysex and system messages go to `_system_event`.
+    """
+    sounding: dict[int, tuple[int, int]] = {}  # channel << 7 | pitch -> (start tick, velocity)
+    spans, programs, last_tick, notes = [], found.programs, found.last_tick, found.notes
+    position, size, status, clipped = 8, len(chunk), 0, False  # status: the running status, 0 before any
+    budget = MAX_EVENTS - found.events
     try:
-        return mido.MidiFile(file=io.BytesIO(data)), ()
-    except _MIDO_ERRORS as error:
-        if str(error) != _CLIPPABLE_ERROR:
-            raise _damaged(error) from error
-    try:
-        midi_file = mido.MidiFile(file=io.BytesIO(data), clip=True)
-    except _MIDO_ERRORS as error:
-        raise _damaged(error) from error
-    return midi_file, ("some values in this file were above 127 and were clipped to 127",)
+        for read_so_far in range(budget):
+            if position >= size:
+                events = read_so_far
+                break
+            delta, position = chunk[position], position + 1
+            if delta > 127:
+                delta, position = _long_number(chunk, position, delta)
+            tick += delta
+            if tick > last_tick:
+                raise MidiError(f"this piece lasts longer than {MAX_BEATS:,} beats")
+            byte = chunk[position]
+            if byte >= 0xF0:
+                position = _system_event(chunk, position + 1, byte, tick, found)
+                continue
+            if byte > 127:
+                status, position = byte, position + 1
+                byte = chunk[position]
+            elif not status:
+                raise MidiError("this file is damaged (running status without last_status)")
+            kind, position = status >> 4, position + 1
+            if kind == 0xC or kind == 0xD:  # program change, channel pressure: one data byte
+                if byte > 127:
+                    byte, clipped = 127, True
+                if kind == 0xC:
+                    programs.append((status & 15, tick, byte))
+                continue
+            second, position = chunk[position], position + 1
+            if byte > 127 or second > 127:
+                byte, second, clipped = min(byte, 127), min(second, 127), True
+            if kind > 9:  # aftertouch, controller, pitch bend
+                continue
+            key = (status & 15) << 7 | byte
+            started = sounding.get(key)
+            if started is not None and started[0] < tick:  # a note-off, or a note struck again
+                spans.append((started[0], key, started[1], tick))
+                del sounding[key]
+                started = None
+            if kind == 9 and second:
+                if started is None:  # else it replaces a note struck at this same tick
+                    notes += 1
+                    if notes > MAX_NOTES:
+                        raise MidiError(f"this file has more than {MAX_NOTES:,} notes")
+                sounding[key] = (tick, second)
+        else:
+            if position < size:
+                raise MidiError(f"this file has more than {MAX_EVENTS:,} events (notes, controllers and others)")
+            events = budget
+    except IndexError:
+        raise MidiError(_CUT_MESSAGE) from None
+    for key, (start, velocity) in sounding.items():  # notes never released end with the track
+        spans.append((start, key, velocity, tick if tick > start else start + found.sixteenth))
+    found.spans += spans
+    found.tracks_with_notes += bool(spans)
+    found.notes, found.events, found.clipped = notes, found.events + events, found.clipped or clipped
+    return tick
 
 
-def _damaged(error: Exception) -> MidiError:
-    """A plain message for an error mido raised; its own words only where they say something."""
-    if isinstance(error, EOFError):
-        return MidiError("this file is damaged: a track ends in the middle of a message")
-    if isinstance(error, LookupError | TypeError | struct.error):  # a meta message too short to decode
-        return MidiError("this file is damaged: a message in it cannot be decoded")
-    return MidiError(f"this file is damaged ({str(error).lower()})")
+def _long_number(chunk: bytes, position: int, first: int) -> tuple[int, int]:
+    """A variable-length number whose first byte (over 127) is read, and the position after it."""
+    number = first & 0x7F
+    for at in range(position, position + 3):  # MIDI numbers take at most 4 bytes
+        byte = chunk[at]
+        number = number << 7 | byte & 0x7F
+        if byte < 0x80:
+            return number, at + 1
+    raise MidiError("this file is damaged: a number in it is longer than the 4 bytes MIDI allows")
 
 
-def _timed_tracks(midi_file: mido.MidiFile, file_format: int) -> list[_TimedTrack]:
-    """Every track with absolute ticks; format 2 tracks follow one another."""
-    tracks, start = [], 0
-    for track in midi_file.tracks:
-        tick, events = start, []
-        for message in track:
-            tick += message.time
-            events.append((tick, message))
-        tracks.append(_TimedTrack(start, events))
-        start = tick if file_format == 2 else 0
-    return tracks
+def _number(chunk: bytes, position: int) -> tuple[int, int]:
+    """The variable-length number at `position` and the position after it."""
+    first = chunk[position]
+    return (first, position + 1) if first < 0x80 else _long_number(chunk, position + 1, first)
 
 
-def _score_from_tracks(tracks: list[_TimedTrack], header: _Header) -> Score:
-    """The score of parsed tracks, checked against the limits."""
-    timing = header.timing
-    spans_per_track = [_note_spans(track, timing) for track in tracks]
-    spans = [span for track_spans in spans_per_track for span in track_spans]
-    if not spans:
+def _skip(chunk: bytes, position: int, length: int) -> int:
+    """The position `length` bytes on, which must be inside the track."""
+    if position + length > len(chunk):
+        raise MidiError(_CUT_MESSAGE)
+    return position + length
+
+
+def _system_event(chunk: bytes, position: int, status: int, tick: int, found: _Found) -> int:
+    """Read the meta, sysex or system message whose status byte precedes `position`; return where the next starts."""
+    if status == 0xFF:
+        return _meta_event(chunk, position, tick, found)
+    if status == 0xF0 or status == 0xF7:  # sysex: a length, then data the score does not use
+        length, position = _number(chunk, position)
+        return _skip(chunk, position, length)
+    if status not in _SYSTEM_DATA_BYTES:
+        raise MidiError(f"this file is damaged (undefined status byte 0x{status:02x})")
+    end = _skip(chunk, position, _SYSTEM_DATA_BYTES[status])
+    found.clipped = found.clipped or any(byte > 127 for byte in chunk[position:end])
+    return end
+
+
+def _meta_event(chunk: bytes, position: int, tick: int, found: _Found) -> int:
+    """Read a meta event after its 0xFF, keeping tempos and usable time signatures; return where the next starts."""
+    meta_type = chunk[position]
+    length, start = _number(chunk, position + 1)
+    end = _skip(chunk, start, length)
+    if meta_type == _SET_TEMPO or meta_type == _TIME_SIGNATURE:
+        data = chunk[start:end]
+        if len(data) < (3 if meta_type == _SET_TEMPO else 4):
+            raise MidiError("this file is damaged: a message in it cannot be decoded")
+        if meta_type == _SET_TEMPO and int.from_bytes(data[:3], "big"):
+            found.tempos.append((tick, int.from_bytes(data[:3], "big")))
+        elif meta_type == _TIME_SIGNATURE and data[0] > 0 and data[1] <= 6:  # denominator 2 ** data[1], up to 64
+            found.signatures.append((tick, data[0], 2 ** data[1]))
+    return end
+
+
+# From events to the score.
+
+
+def _score_from_events(found: _Found, header: _Header) -> Score:
+    """The score of the gathered events, checked against MAX_SECONDS."""
+    if not found.spans:
         raise MidiError("this file has no notes")
-    if len(spans) > MAX_NOTES:
-        raise MidiError(f"this file has more than {MAX_NOTES:,} notes")
-    programs = _program_changes(tracks)
-    notes = tuple(_note(span, programs, timing) for span in spans)
-    tempos = _tempo_map(tracks, timing, resets_per_track=header.format == 2)
-    track_count = sum(1 for track_spans in spans_per_track if track_spans)
-    score = Score(notes, tempos, _time_signature(tracks), timing.score_ticks_per_beat, track_count)
+    timing = header.timing
+    fields = _note_fields(found.spans, _program_changes(found.programs), timing.ticks_per_beat)
+    notes = tuple(Note(*note_fields) for note_fields in sorted(fields))  # sorted as Score sorts, but faster
+    tempos = _tempo_map(found.tempos, timing)
+    signature = _time_signature(found.signatures)
+    score = Score(notes, tempos, signature, timing.score_ticks_per_beat, found.tracks_with_notes)
     if score.duration_seconds > MAX_SECONDS:
         raise MidiError(f"this piece lasts longer than {MAX_SECONDS / 60:g} minutes")
     return score
 
 
-def _note_spans(track: _TimedTrack, timing: _Timing) -> list[_Span]:
-    """Note-ons paired with their note-offs in one track, keyed by (channel, pitch)."""
-    sounding: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (start tick, velocity)
-    spans = []
-    for tick, message in track.events:
-        if message.type not in ("note_on", "note_off"):
-            continue
-        key = (message.channel, message.note)
-        if key in sounding and sounding[key][0] < tick:
-            spans.append(_Span(*key, *sounding.pop(key), tick))
-        if message.type == "note_on" and message.velocity > 0:
-            sounding[key] = (tick, message.velocity)  # replaces a note struck at this same tick
-    shortest = max(1, round(timing.ticks_per_beat / 4))  # a sixteenth note, for notes left on at the end
-    for key, (start, velocity) in sounding.items():
-        spans.append(_Span(*key, start, velocity, track.end if track.end > start else start + shortest))
-    return spans
-
-
-def _program_changes(tracks: list[_TimedTrack]) -> dict[int, tuple[list[int], list[int]]]:
+def _program_changes(found: list[tuple[int, int, int]]) -> dict[int, tuple[list[int], list[int]]]:
     """Channel -> (ticks, programs) of its program changes, in time order."""
     changes = defaultdict(lambda: ([], []))
-    found = [
-        (message.channel, tick, message.program)
-        for track in tracks
-        for tick, message in track.events
-        if message.type == "program_change"
-    ]
     for channel, tick, program in sorted(found, key=lambda change: change[:2]):
         changes[channel][0].append(tick)
         changes[channel][1].append(program)
     return changes
 
 
-def _note(span: _Span, programs: dict[int, tuple[list[int], list[int]]], timing: _Timing) -> Note:
-    ticks, channel_programs = programs.get(span.channel, ([], []))
-    index = bisect.bisect_right(ticks, span.start) - 1
-    program = channel_programs[index] if index >= 0 else 0
-    start, end = span.start / timing.ticks_per_beat, span.end / timing.ticks_per_beat
-    return Note(start, span.pitch, end, span.velocity, program, span.channel == DRUM_CHANNEL)
+def _note_fields(
+    spans: list[tuple[int, int, int, int]], programs: dict[int, tuple[list[int], list[int]]], ticks_per_beat: float
+) -> list[tuple[float, int, float, int, int, bool]]:
+    """The fields of a Note, in order, for each span (start, channel << 7 | pitch, velocity, end)."""
+    fields = []
+    for start, key, velocity, end in spans:
+        channel = key >> 7
+        program = 0
+        if channel in programs:
+            ticks, channel_programs = programs[channel]
+            index = bisect.bisect_right(ticks, start) - 1
+            program = channel_programs[index] if index >= 0 else 0
+        fields.append(
+            (start / ticks_per_beat, key & 127, end / ticks_per_beat, velocity, program, channel == DRUM_CHANNEL)
+        )
+    return fields
 
 
-def _tempo_map(tracks: list[_TimedTrack], timing: _Timing, resets_per_track: bool) -> tuple[Tempo, ...]:
+def _tempo_map(found: list[tuple[int, int]], timing: _Timing) -> tuple[Tempo, ...]:
     """Tempo changes from every track, the last one winning at a tick, repeats dropped."""
     if not timing.follows_tempo:
         return (Tempo(0.0),)
-    changes = [(0, DEFAULT_MICROSECONDS_PER_BEAT)]
-    for track in tracks:
-        if resets_per_track:
-            changes.append((track.start, DEFAULT_MICROSECONDS_PER_BEAT))
-        tempos = [(tick, message.tempo) for tick, message in track.events if message.type == "set_tempo"]
-        changes += [(tick, tempo) for tick, tempo in tempos if tempo > 0]
+    changes = [(0, DEFAULT_MICROSECONDS_PER_BEAT), *found]
     at_tick = dict(sorted(changes, key=lambda change: change[0]))
     kept: list[tuple[int, int]] = []
     for tick, tempo in at_tick.items():
@@ -345,17 +420,11 @@ def _tempo_map(tracks: list[_TimedTrack], timing: _Timing, resets_per_track: boo
     return tuple(Tempo(tick / timing.ticks_per_beat, tempo) for tick, tempo in kept)
 
 
-def _time_signature(tracks: list[_TimedTrack]) -> tuple[int, int]:
+def _time_signature(found: list[tuple[int, int, int]]) -> tuple[int, int]:
     """The first usable time signature of the piece, 4/4 if there is none."""
-    signatures = [
-        (tick, message.numerator, message.denominator)
-        for track in tracks
-        for tick, message in track.events
-        if message.type == "time_signature" and message.numerator > 0 and message.denominator <= 64
-    ]
-    if not signatures:
+    if not found:
         return (4, 4)
-    _, numerator, denominator = min(signatures, key=lambda signature: signature[0])
+    _, numerator, denominator = min(found, key=lambda signature: signature[0])
     return (numerator, denominator)
 
 

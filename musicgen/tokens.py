@@ -12,6 +12,9 @@ the nearest 16th, so triplets come back as uneven 16ths; any off-grid note moves
 nearest step and lasts at least one step. Velocities snap to the middle of their bin.
 Drums are left out unless `include_drums` is set, and tokens carry no instrument or tempo:
 `decode` takes both as arguments.
+
+Long silences and held notes chain many tokens, so `encode` refuses a piece over
+MAX_PIECE_TOKENS; `count_tokens` says how many a piece makes without making them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from musicgen.validation import check_ranges
 PAD, START, END = 0, 1, 2
 SPECIAL_NAMES = ("pad", "start", "end")
 DEFAULT_VELOCITY = 80
+# Most tokens in one piece. A file at musicgen.midi.MAX_NOTES (200,000 notes) at 3 tokens a
+# note (the Bach chorales take 2.35) fits; as the Python list `encode` builds it takes 4.8 MB.
+# Without it, a tiny file of a few notes held for 20,000 beats would make millions.
+MAX_PIECE_TOKENS = 600_000
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,10 @@ def _nearest_velocity(velocity: int, velocity_values: tuple[int, ...]) -> int:
 
 
 def encode(score: Score, vocabulary: Vocabulary = Vocabulary()) -> list[int]:
-    """Token ids of a score, from `start` to `end`."""
+    """Token ids of a score, from `start` to `end`; ValueError for a piece over MAX_PIECE_TOKENS."""
+    count = count_tokens(score, vocabulary)
+    if count > MAX_PIECE_TOKENS:
+        raise ValueError(f"this piece would make {count:,} tokens; the limit for one piece is {MAX_PIECE_TOKENS:,}")
     ids, names = [START], {name: i for i, name in enumerate(vocabulary.names)}
     config, previous_step, velocity = vocabulary.config, 0, None
     on_grid = quantize(score, vocabulary).notes
@@ -163,6 +173,35 @@ def encode(score: Score, vocabulary: Vocabulary = Vocabulary()) -> list[int]:
             ids += _chained(names, "duration", length, config.max_duration_steps)
         previous_step = step
     return ids + [END]
+
+
+def count_tokens(score: Score, vocabulary: Vocabulary = Vocabulary()) -> int:
+    """How many ids `encode` makes of a score, counted from the grid steps without making them."""
+    config, steps_per_beat = vocabulary.config, vocabulary.config.steps_per_beat
+    kept = [note for note in score.notes if config.include_drums or not note.is_drum]
+    velocities = {v: _nearest_velocity(v, vocabulary.velocity_values) for v in {note.velocity for note in kept}}
+    on_grid = sorted(_grid_steps(note, steps_per_beat, velocities) for note in kept)  # the order `quantize` gives
+    count, previous_step, velocity = 2 + len(on_grid), 0, None  # start, end and a pitch a note
+    for start, _, end, note_velocity in on_grid:
+        if start != previous_step:
+            count += _chain_length(start - previous_step, config.max_shift_steps)
+            previous_step = start
+        if note_velocity != velocity:
+            count, velocity = count + 1, note_velocity
+        count += _chain_length(end - start, config.max_duration_steps)
+    return count
+
+
+def _grid_steps(note: Note, steps_per_beat: int, velocities: dict[int, int]) -> tuple[int, int, int, int]:
+    """(start step, pitch, end step, binned velocity) of a note, snapped as `quantize` snaps it."""
+    start = round(note.start * steps_per_beat)
+    return start, note.pitch, max(round(note.end * steps_per_beat), start + 1), velocities[note.velocity]
+
+
+def _chain_length(steps: int, longest: int) -> int:
+    """How many tokens `_chained` makes for `steps`."""
+    full, rest = divmod(steps, longest)
+    return max(full, 0) + (1 if rest else 0)
 
 
 def _chained(names: dict[str, int], kind: str, steps: int, longest: int) -> list[int]:

@@ -8,8 +8,16 @@ import mido
 import numpy as np
 import pytest
 
-from musicgen.corpus import ONLY_DRUMS, FileReport, corpus_to_ids, load_corpus, load_folder, load_paths
-from musicgen.tokens import Vocabulary, encode
+from musicgen.corpus import (
+    MAX_CORPUS_TOKENS,
+    ONLY_DRUMS,
+    FileReport,
+    corpus_to_ids,
+    load_corpus,
+    load_folder,
+    load_paths,
+)
+from musicgen.tokens import MAX_PIECE_TOKENS, TokenConfig, Vocabulary, encode
 
 DRUM_CHANNEL = 9
 
@@ -45,6 +53,19 @@ def with_too_loud_note(pitch: int) -> bytes:
     """A file whose one note has velocity 200, which midi.read clips to 127 with a MidiWarning."""
     events = bytes([0x00, 0x90, pitch, 0xC8, 0x83, 0x60, 0x80, pitch, 0x40, 0x00, 0xFF, 0x2F, 0x00])
     return b"MThd" + struct.pack(">IHHH", 6, 0, 1, 480) + b"MTrk" + struct.pack(">I", len(events)) + events
+
+
+def held_notes(count: int, beats: int) -> bytes:
+    """`count` notes struck together and held for `beats` beats, at 600 bpm (20,000 beats last 2,000 s).
+
+    With the default vocabulary they make 3 + count * (1 + beats / 8) tokens: start, end, one
+    velocity, and per note a pitch and a duration token for every 32 sixteenths.
+    """
+    keys = [(channel, pitch) for channel in range(3) for pitch in range(128)][:count]
+    strikes = [mido.Message("note_on", channel=channel, note=pitch, velocity=72) for channel, pitch in keys]
+    releases = [mido.Message("note_off", channel=channel, note=pitch) for channel, pitch in keys]
+    releases[0].time = beats * 480
+    return midi_bytes([mido.MetaMessage("set_tempo", tempo=100_000), *strikes, *releases])
 
 
 TWENTY_FILES = [(f"tune_{number:02}.mid", tune(number)) for number in range(19)]
@@ -100,6 +121,37 @@ def test_nothing_usable_gives_an_empty_corpus_with_every_reason():
     corpus = load_corpus([("empty.mid", b""), ("drums.mid", drum_loop())])
     assert (corpus.names, corpus.scores) == ((), ())
     assert [report.error for report in corpus.reports] == ["this file is empty", ONLY_DRUMS]
+
+
+# Token limits.
+
+
+def test_a_file_over_the_token_limit_of_a_piece_is_skipped_with_the_reason():
+    corpus = load_corpus([("tune.mid", tune(0)), ("held.mid", held_notes(260, 19_200))])
+    assert corpus.names == ("tune.mid",)
+    assert 3 + 260 * 2_401 > MAX_PIECE_TOKENS
+    assert corpus.reports[1].summary == (
+        "held.mid: skipped — it would make 624,263 tokens, more than the 600,000 one piece may have "
+        "(long silences and long-held notes take many)"
+    )
+
+
+def test_the_token_limit_of_a_piece_is_counted_with_the_vocabulary_given():
+    files = [("tune.mid", tune(0)), ("held.mid", held_notes(160, 19_200))]  # 384,163 tokens at 4 steps a beat
+    finer = Vocabulary(TokenConfig(steps_per_beat=8))  # 768,163 at 8
+    assert load_corpus(files).names == ("tune.mid", "held.mid")
+    assert load_corpus(files, finer).reports[1].error.startswith("it would make 768,163 tokens")
+    with pytest.raises(ValueError, match="^held.mid: it would make 768,163 tokens, .*; leave it out or shorten it$"):
+        corpus_to_ids(load_corpus(files), finer)
+
+
+def test_music_over_the_token_limit_of_a_training_is_refused_before_its_tokens_are_made():
+    files = [(f"held_{n}.mid", held_notes(229, 19_200 - 8 * n)) for n in range(6)]  # 3 + 229 * (2,401 - n) tokens
+    corpus = load_corpus(files)
+    assert len(corpus.names) == 6 and 3_295_557 > MAX_CORPUS_TOKENS
+    message = "^all your music together would make 3,295,557 tokens, more than the 3,000,000 one training may use"
+    with pytest.raises(ValueError, match=message + ": upload fewer or shorter files$"):
+        corpus_to_ids(corpus, Vocabulary())
 
 
 # Warnings from midi.read.

@@ -314,6 +314,9 @@ def test_a_key_signature_mido_cannot_name_does_not_lose_the_file(key_signature):
         ("00 3c 40", r"this file is damaged \(running status without last_status\)"),
         ("00 ff 51 01 07", "^this file is damaged: a message in it cannot be decoded$"),
         ("00 90 3c", "a track ends in the middle of a message"),
+        ("00 ff 01 05 61 62", "a track ends in the middle of a message"),  # text longer than its track
+        ("00 f0 81", "a track ends in the middle of a message"),  # sysex length cut off
+        ("80 80 80 80 00 90 3c 40", "^this file is damaged: a number in it is longer than the 4 bytes MIDI allows$"),
     ],
 )
 def test_a_damaged_track_is_refused_plainly(events, message):
@@ -352,6 +355,65 @@ def test_a_piece_longer_than_an_hour_is_refused():
 
 def test_an_hour_long_piece_is_fine():
     assert read(midi_bytes([on(60), off(60, 3600 * 2 * 480)])).duration_seconds == pytest.approx(3600)
+
+
+def test_a_tiny_file_of_two_notes_2_to_the_28_beats_apart_is_refused_by_beats():
+    # At 1 microsecond a beat and 1 tick a beat, 52 bytes last 268 s, well under an hour, but
+    # their 2^28 beats of silence would chain 67 million time-shift tokens.
+    events = "00 ff 51 03 00 00 01  00 90 3c 40  01 80 3c 00  ff ff ff 7f 90 3e 40  01 80 3e 00"
+    data = raw_file(0, 1, bytes.fromhex(events) + END_OF_TRACK)
+    with pytest.raises(MidiError, match="^this piece lasts longer than 20,000 beats$"):
+        read(data)
+
+
+def test_an_event_at_the_beat_limit_is_read_and_one_a_tick_later_is_refused():
+    fast = tempo(100_000)  # 600 bpm: 20,000 beats last 2,000 s
+    assert read(midi_bytes([fast, on(60), off(60, midi.MAX_BEATS * 480)])).end_beat == midi.MAX_BEATS
+    with pytest.raises(MidiError, match="^this piece lasts longer than 20,000 beats$"):
+        read(midi_bytes([fast, on(60), off(60, midi.MAX_BEATS * 480), mido.MetaMessage("end_of_track", time=1)]))
+
+
+def test_a_dense_file_of_note_ons_is_refused_at_the_note_limit_before_the_rest_is_read():
+    strikes = b"".join(bytes((1, 36 + i % 48, 64)) for i in range(midi.MAX_NOTES))  # running status, a tick apart
+    damaged_end = bytes.fromhex("00 90 3c")  # never reached: the limit is checked while reading
+    data = raw_file(0, 480, bytes.fromhex("00 90 24 40") + strikes + damaged_end)
+    with pytest.raises(MidiError, match="^this file has more than 200,000 notes$"):
+        read(data)
+
+
+def test_notes_struck_again_in_the_same_tick_count_once_toward_the_note_limit(monkeypatch):
+    monkeypatch.setattr(midi, "MAX_NOTES", 2)
+    assert len(read(midi_bytes([on(60), on(60), on(60), on(62), off(60, 480), off(62)])).notes) == 2
+
+
+@pytest.mark.parametrize(("limit", "refused"), [(6, False), (5, True)])
+def test_every_kind_of_event_counts_toward_the_event_limit(monkeypatch, limit, refused):
+    monkeypatch.setattr(midi, "MAX_EVENTS", limit)
+    controller = mido.Message("control_change", control=7, value=100)
+    data = midi_bytes([on(60), off(60, 480)], [controller, program(3)])  # 6 events with the two ends of track
+    if refused:
+        with pytest.raises(MidiError, match=r"^this file has more than 5 events \(notes, controllers and others\)$"):
+            read(data)
+    else:
+        assert read(data).notes == (Note(0.0, 60, 1.0, 64, program=3),)
+
+
+def test_a_file_of_40000_tracks_reads_the_notes_of_its_one_full_track():
+    empty = [b""] * 39_999  # MTrk chunks without events; the track count is unsigned 16-bit
+    score = read(raw_file(1, 480, *empty[:20_000], ONE_NOTE, *empty[20_000:]))
+    assert score.notes == (Note(0.0, 60, 1.0, 64),) and score.track_count == 1
+
+
+def test_running_status_carries_over_meta_and_sysex_events():
+    sysex = "00 f0 81 48" + " 01" * 200  # 200 data bytes: a two-byte length
+    events = f"00 90 3c 40  00 ff 01 02 68 69  {sysex}  83 60 3c 00  00 3e 50  83 60 3e 00"
+    data = raw_file(0, 480, bytes.fromhex(events) + END_OF_TRACK)
+    assert read(data).notes == (Note(0.0, 60, 1.0, 64), Note(1.0, 62, 2.0, 80))
+
+
+def test_system_messages_are_skipped_by_their_length():
+    events = "00 f1 10  00 f2 01 02  00 f3 05  00 f6  00 f8  00 fe  00 90 3c 40  83 60 3c 00"
+    assert read(raw_file(0, 480, bytes.fromhex(events) + END_OF_TRACK)).notes == (Note(0.0, 60, 1.0, 64),)
 
 
 MUTATION_BASE = midi_bytes(

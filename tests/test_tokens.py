@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from musicgen import midi
 from musicgen.score import Note, Score
-from musicgen.tokens import TokenConfig, Vocabulary, decode, encode, quantize
+from musicgen.tokens import MAX_PIECE_TOKENS, TokenConfig, Vocabulary, count_tokens, decode, encode, quantize
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_FILES = sorted(SAMPLES.rglob("*.mid"))
@@ -38,6 +38,12 @@ def test_the_bundled_corpus_is_there():
 def test_every_bundled_file_comes_back_exactly_on_the_grid(path):
     score = midi.read(path)
     assert decode(encode(score)).notes == quantize(score).notes
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES[::29], ids=lambda path: path.relative_to(SAMPLES).as_posix())
+def test_count_tokens_gives_the_length_of_encode_on_the_chorales(path):
+    score = midi.read(path)
+    assert count_tokens(score) == len(encode(score))
 
 
 def test_the_chorales_take_between_two_and_three_tokens_a_note():
@@ -73,6 +79,13 @@ scores = st.builds(Score, st.lists(notes, max_size=60).map(tuple))
 def test_any_score_comes_back_exactly_as_quantized(score, config):
     vocabulary = Vocabulary(config)
     assert decode(encode(score, vocabulary), vocabulary).notes == quantize(score, vocabulary).notes
+
+
+@settings(max_examples=300, deadline=None)
+@given(scores, configs)
+def test_count_tokens_gives_the_length_of_encode(score, config):
+    vocabulary = Vocabulary(config)
+    assert count_tokens(score, vocabulary) == len(encode(score, vocabulary))
 
 
 @settings(max_examples=100, deadline=None)
@@ -148,6 +161,14 @@ def test_long_notes_and_long_gaps_chain_tokens():
         "end",
     ]
     assert decode(encode(Score(notes), vocabulary), vocabulary).notes == notes
+
+
+def test_a_piece_over_the_token_limit_is_refused_before_it_is_encoded():
+    held = Score(tuple(Note(0.0, i % 128, 19_200.0, 72, program=i // 128) for i in range(260)))
+    # Each note: a pitch and 19,200 beats * 4 steps / 32 = 2,400 durations; one velocity, start and end.
+    assert count_tokens(held) == 260 * 2_401 + 3 > MAX_PIECE_TOKENS
+    with pytest.raises(ValueError, match="^this piece would make 624,263 tokens; the limit for one piece is 600,000$"):
+        encode(held)
 
 
 def test_off_grid_times_snap_to_the_nearest_step_and_last_at_least_one():
