@@ -15,10 +15,15 @@ from musicgen.metrics import PITCH_CLASS_NAMES as KEY_NAMES
 from musicgen.metrics import SCALE_STEPS
 from musicgen.model import lstm_cell
 from musicgen.score import Score
+from musicgen.settings import TEMPERATURE_RANGE
 from musicgen.tokens import END, PAD, START, Vocabulary, decode, encode
 from musicgen.validation import check_ranges
 
 MAX_TOKENS = 20_000  # hard cap on one generation
+# The opening a piece continues is read through the network token by token while the model is busy for everyone:
+# 64 notes take about 150 tokens; silences and held notes beyond these bounds are cut.
+MAX_PRIMER_TOKENS = 512
+MAX_PRIMER_BEATS = 16.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         check_ranges(
             self,
-            temperature=(0.0, 3.0),
+            temperature=TEMPERATURE_RANGE,
             top_k=(0, 4096),
             top_p=(0.01, 1.0),
             max_notes=(1, 5000),
@@ -228,12 +233,24 @@ def trim_to_seconds(score: Score, seconds: float) -> Score:
 
 
 def primer_from_score(score: Score, vocabulary: Vocabulary, notes: int = 16) -> list[int]:
-    """The opening ids of a score: `start` and its first chords, up to about `notes` notes."""
-    ids = encode(score, vocabulary)[:-1]  # without `end`
+    """The opening ids of a score: `start` and its first chords, up to about `notes` notes and at most
+    MAX_PRIMER_TOKENS (a long silence or a long-held note in the opening is cut there).
+
+    Only the opening notes are encoded, so a long piece costs no more than a short one."""
+    opening = _opening_notes(score, vocabulary, notes)
+    ids = encode(replace(score, notes=opening), vocabulary)[:-1]  # without `end`
     is_pitch = vocabulary.pitch_of_id >= 0
     seen = 0
-    for position, token in enumerate(ids):
-        if vocabulary.shift_steps_of_id[token] > 0 and seen >= notes:
+    for position, token in enumerate(ids[: MAX_PRIMER_TOKENS + 1]):
+        if vocabulary.shift_steps_of_id[token] > 0 and (seen >= notes or position >= MAX_PRIMER_TOKENS):
             return ids[:position]
         seen += int(is_pitch[token])
-    return ids
+    return ids[:MAX_PRIMER_TOKENS]
+
+
+def _opening_notes(score: Score, vocabulary: Vocabulary, notes: int) -> tuple:
+    """The notes the tokens keep, up to the chord that holds the `notes`-th, each held at most MAX_PRIMER_BEATS."""
+    kept = score.notes if vocabulary.config.include_drums else score.melodic_notes
+    if len(kept) > notes:
+        kept = tuple(note for note in kept if note.start <= kept[notes - 1].start)
+    return tuple(replace(note, end=min(note.end, note.start + MAX_PRIMER_BEATS)) for note in kept)

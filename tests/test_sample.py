@@ -7,6 +7,7 @@ from musicgen import midi
 from musicgen.bundle import BundleInfo, load_bundle
 from musicgen.model import ModelConfig
 from musicgen.sample import (
+    MAX_PRIMER_TOKENS,
     SampleConfig,
     Sampler,
     allowed_token_mask,
@@ -15,6 +16,7 @@ from musicgen.sample import (
     primer_from_score,
     scale_pitch_classes,
 )
+from musicgen.score import Note, Score
 from musicgen.tokens import END, START, Vocabulary, decode
 from musicgen.train import TrainConfig, train_sequences
 from tests.conftest import TINY_MODEL, scale_piece
@@ -106,3 +108,24 @@ def test_primer_opens_the_piece(sampler):
 def test_absurd_sampling_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         SampleConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    "notes",
+    [
+        (Note(0.0, 60, 1.0), Note(19_000.0, 62, 19_001.0)),  # a silence of 19,000 beats after the first note
+        (Note(0.0, 60, 19_000.0), Note(0.0, 64, 1.0), Note(1.0, 65, 2.0)),  # a note held for 19,000 beats
+        tuple(Note(beat * 200.0, 60, beat * 200.0 + 1) for beat in range(90)),  # 64 notes 200 beats apart
+    ],
+)
+def test_a_primer_is_bounded_in_tokens_whatever_its_silences_and_held_notes(notes):
+    vocabulary = Vocabulary()
+    primer = primer_from_score(Score(notes), vocabulary, notes=64)
+    assert 1 < len(primer) <= MAX_PRIMER_TOKENS
+    assert decode(primer, vocabulary).notes[0].pitch == 60
+
+
+def test_a_primer_encodes_only_the_opening_of_a_long_piece():
+    long_piece = Score(tuple(Note(beat / 4, 60 + beat % 12, beat / 4 + 0.25) for beat in range(200_000)))
+    primer = primer_from_score(long_piece, Vocabulary(), notes=16)
+    assert len(decode(primer, Vocabulary()).notes) == 16
