@@ -5,30 +5,43 @@ model.weights.h5 (best weights, no optimizer), history.json (one entry per epoch
 corpus.json (fingerprint and file names). A run folder may also hold backup/ (the last
 epoch with its optimizer state, for resuming); it never goes into the zip.
 
-Loading builds the architecture in our own code from the validated settings and loads
-weights only: never keras.models.load_model, never pickle.
+Every file is checked by `musicgen.boundary` before it is used, whether it comes from an
+upload or from a folder: the same validators, and the weights inspected with h5py in a child
+process before Keras opens them. Loading builds the architecture in our own code from the
+validated settings and loads weights only: never keras.models.load_model, never pickle.
+This module imports TensorFlow only when a model is built, so the page can describe folders
+and check uploads before TensorFlow loads.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import shutil
+import tempfile
+import threading
 import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
-
 import musicgen
-from musicgen.model import ModelConfig, build_model
+from musicgen import boundary
+from musicgen.boundary import (  # noqa: F401  (BundleError and the limits are part of this module's interface)
+    BUNDLE_FILES,
+    JSON_FILES,
+    MAX_BUNDLE_BYTES,
+    MAX_JSON_BYTES,
+    MAX_MODEL_PARAMETERS,
+    REQUIRED_FILES,
+    WEIGHTS_FILE,
+    BundleError,
+    EvaluationFigures,
+)
+from musicgen.settings import EpochReport, ModelConfig, TrainConfig
 from musicgen.tokens import Vocabulary
-
-BUNDLE_FILES = ("config.json", "vocabulary.json", "model.weights.h5", "history.json", "corpus.json", "evaluation.json")
-MAX_BUNDLE_BYTES = 60_000_000  # a zipped bundle, and the files unpacked from it
-
-
-class BundleError(Exception):
-    """A model folder or file that cannot be used, with a plain reason."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,7 @@ class BundleInfo:
     vocabulary: Vocabulary
     fingerprint: str  # of the training corpus
     file_names: list[str] = field(default_factory=list)  # the training files
-    train_config: object = None  # musicgen.train.TrainConfig; None for a bundle whose settings are unknown
+    train_config: TrainConfig | None = None  # None for a bundle whose training settings are unknown
 
 
 @dataclass(frozen=True)
@@ -73,15 +86,11 @@ def write_info(folder: Path, info: BundleInfo) -> None:
 
 def write_weights(folder: Path, model, model_config: ModelConfig) -> None:
     """Save the model's weights without optimizer state (a fresh copy of the architecture holds them)."""
+    from musicgen.model import build_model  # TensorFlow only when a model is built
+
     export = build_model(model_config)
     export.set_weights(model.get_weights())
-    export.save_weights(folder / "model.weights.h5")
-
-
-def read_history(folder: Path) -> list[dict]:
-    """The per-epoch history of a run folder; empty when there is none."""
-    path = Path(folder) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    export.save_weights(folder / WEIGHTS_FILE)
 
 
 def write_history(folder: Path, history: list[dict]) -> None:
@@ -100,66 +109,133 @@ def _write_json(path: Path, data) -> None:
     temporary.replace(path)
 
 
-def load_bundle(folder: Path | str) -> Bundle:
-    """Load a model folder, checking that its settings, vocabulary and weights fit together."""
+# --- reading a folder ---------------------------------------------------------------------
+
+
+def load_bundle(folder: Path | str, max_parameters: int | None = None) -> Bundle:
+    """Load a model folder, checking every file and that settings, vocabulary and weights fit together."""
     folder = Path(folder)
-    if not (folder / "model.weights.h5").is_file():
-        raise BundleError(f"no trained model in {folder.name}: model.weights.h5 is missing")
-    info, version = read_info(folder)
-    _check_weight_shapes(folder / "model.weights.h5", info)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"no trained model in {folder.name}: {WEIGHTS_FILE} is missing")
+    info, version = read_info(folder, max_parameters)
+    history = read_history(folder)
+    boundary.inspect_weights(
+        boundary.read_file(weights, boundary.weights_byte_limit(info.model_config)), info.model_config
+    )
+    from musicgen.model import build_model  # TensorFlow only when a model is built
+
     model = build_model(info.model_config)
     try:
-        model.load_weights(folder / "model.weights.h5")
-    except (ValueError, OSError, KeyError) as error:
-        raise BundleError(f"the model's weights do not fit its settings ({error})") from None
-    return Bundle(model, info, read_history(folder), folder, version)
+        model.load_weights(weights)
+    except (ValueError, OSError, KeyError, TypeError, RuntimeError):  # the inspection makes this unexpected
+        raise BundleError("the model's weights do not fit its settings") from None
+    return Bundle(model, info, history, folder, version)
 
 
-def read_info(folder: Path) -> tuple[BundleInfo, str]:
-    """Settings, vocabulary and corpus description of a model folder, validated."""
-    from musicgen.train import TrainConfig  # train imports this module
+def read_info(folder: Path, max_parameters: int | None = None) -> tuple[BundleInfo, str]:
+    """Settings, vocabulary and corpus description of a model folder, validated; and the library version."""
+    folder = Path(folder)
+    names = ("config.json", "vocabulary.json", "corpus.json")
+    return _info_from_files({name: boundary.read_file(folder / name, MAX_JSON_BYTES) for name in names}, max_parameters)
 
-    config = _read_json(folder, "config.json")
-    corpus = _read_json(folder, "corpus.json")
+
+def read_history(folder: Path) -> list[dict]:
+    """The per-epoch history of a run folder, validated; empty when there is none."""
+    if not (Path(folder) / "history.json").exists():
+        return []
+    return boundary.check_history(_read_json(folder, "history.json"))
+
+
+def read_evaluation(folder: Path) -> EvaluationFigures | None:
+    """The validated evaluation.json of a model folder; None when the model was never evaluated."""
+    if not (Path(folder) / "evaluation.json").exists():
+        return None
+    return boundary.check_evaluation(_read_json(folder, "evaluation.json"))
+
+
+def _info_from_files(files: Mapping[str, bytes], max_parameters: int | None) -> tuple[BundleInfo, str]:
+    """Check config, vocabulary and corpus files against each other."""
+    model_config, train_config, version = boundary.check_config(_parse(files, "config.json"), max_parameters)
+    vocabulary = boundary.check_vocabulary(_parse(files, "vocabulary.json"), model_config)
+    fingerprint, file_names = boundary.check_corpus(_parse(files, "corpus.json"))
+    return BundleInfo(model_config, vocabulary, fingerprint, file_names, train_config), version
+
+
+def _parse(files: Mapping[str, bytes], name: str) -> object:
+    return boundary.parse_json(files[name], name)
+
+
+def _read_json(folder: Path, name: str) -> object:
+    return boundary.parse_json(boundary.read_file(Path(folder) / name, MAX_JSON_BYTES), name)
+
+
+# --- describing a folder without TensorFlow ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleDescription:
+    """What the page shows about a model folder: its checked settings, corpus and history, but no weights."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig | None  # None for a bundle whose training settings are unknown
+    version: str  # library version that wrote it
+    fingerprint: str  # of the training corpus
+    file_count: int  # training files
+    history: tuple[EpochReport, ...]  # one entry per finished epoch
+
+    @property
+    def best_epoch(self) -> EpochReport | None:
+        """The epoch whose weights the folder keeps (lowest validation loss, or loss); None before any."""
+        return min(self.history, key=lambda report: selection_loss(asdict(report)), default=None)
+
+
+_descriptions: OrderedDict[Path, tuple[tuple, BundleDescription | str]] = OrderedDict()  # folder: (stamps, result)
+_descriptions_lock = threading.Lock()
+
+
+def describe_bundle(folder: Path | str) -> BundleDescription:
+    """Config, corpus and history of a model folder, validated; BundleError when they cannot be used.
+
+    Cheap enough for every run of the page: no TensorFlow and no weights, and a folder is parsed again only
+    when the modification time or size of its config.json, corpus.json or history.json changes.
+    """
+    folder = Path(folder).resolve()
+    stamps = tuple(_stamp(folder / name) for name in ("config.json", "corpus.json", "history.json"))
+    with _descriptions_lock:
+        cached = _descriptions.get(folder)
+    if cached is None or cached[0] != stamps:
+        cached = (stamps, _describe(folder))
+        with _descriptions_lock:
+            _descriptions[folder] = cached
+            _descriptions.move_to_end(folder)
+            while len(_descriptions) > 128:
+                _descriptions.popitem(last=False)
+    if isinstance(cached[1], str):
+        raise BundleError(cached[1])  # a new exception each time: a cached one would grow its traceback
+    return cached[1]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
     try:
-        model_config = ModelConfig.from_dict(config["model"])
-        vocabulary = Vocabulary.from_dict(_read_json(folder, "vocabulary.json"))
-        train_config = TrainConfig.from_dict(config["train"]) if config.get("train") else None
-        info = BundleInfo(model_config, vocabulary, str(corpus["fingerprint"]), list(corpus["files"]), train_config)
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"the model's settings are damaged or from another program ({error})") from None
-    if model_config.vocabulary_size != len(vocabulary):
-        raise BundleError(
-            f"the model was built for {model_config.vocabulary_size} tokens but its vocabulary has "
-            f"{len(vocabulary)}: its files come from different models"
-        )
-    return info, str(config.get("musicgen_version", "unknown"))
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
 
 
-def _read_json(folder: Path, name: str):
+def _describe(folder: Path) -> BundleDescription | str:
+    """The description, or the BundleError's message, so that a damaged folder is not parsed on every run."""
     try:
-        return json.loads((folder / name).read_text())
-    except FileNotFoundError:
-        raise BundleError(f"the model is incomplete: {name} is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BundleError(f"the model's {name} is damaged") from None
+        model_config, train_config, version = boundary.check_config(_read_json(folder, "config.json"), None)
+        fingerprint, file_names = boundary.check_corpus(_read_json(folder, "corpus.json"))
+        history = tuple(EpochReport(**entry) for entry in read_history(folder))
+    except BundleError as error:
+        return str(error)
+    return BundleDescription(model_config, train_config, version, fingerprint, len(file_names), history)
 
 
-def _check_weight_shapes(path: Path, info: BundleInfo) -> None:
-    """Compare the embedding table in the weights file with the vocabulary before Keras sees it."""
-    expected = (len(info.vocabulary), info.model_config.embedding_size)
-    try:
-        with h5py.File(path, "r") as weights:
-            found = tuple(weights["layers/embedding/vars/0"].shape)
-    except (OSError, KeyError):
-        raise BundleError("the model's weights file is damaged or is not a musicgen model") from None
-    if found[0] != expected[0]:
-        raise BundleError(
-            f"the model's weights were trained with {found[0]} tokens but its vocabulary has {expected[0]}: "
-            "the weights and the vocabulary come from different models"
-        )
-    if found != expected:
-        raise BundleError(f"the model's weights have the shape {found}, its settings say {expected}")
+# --- the zip ------------------------------------------------------------------------------
 
 
 def bundle_to_zip(folder: Path) -> bytes:
@@ -172,20 +248,59 @@ def bundle_to_zip(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def zip_to_bundle(data: bytes, folder: Path) -> Bundle:
-    """Unpack an uploaded zip into `folder` (known file names only) and load it."""
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError(
-            f"this model file is {len(data) / 1e6:.0f} MB; the limit is {MAX_BUNDLE_BYTES // 1_000_000} MB"
-        )
+def read_model_zip(data: bytes, max_parameters: int = MAX_MODEL_PARAMETERS) -> dict[str, bytes]:
+    """The bundle files of an uploaded zip, every one checked (the weights in a child process); writes nothing.
+
+    Raises BundleError, with one plain sentence, for anything that is not a usable musicgen model of at most
+    `max_parameters` weights; no other exception, whatever the bytes.
+    """
+    with boundary.open_zip(data) as archive:
+        members = boundary.bundle_members(archive)
+        missing = [name for name in REQUIRED_FILES if name not in members]
+        if missing:
+            raise BundleError(f"this model file is incomplete: {missing[0]} is missing")
+        files = {
+            name: boundary.inflate(archive, members[name], MAX_JSON_BYTES) for name in JSON_FILES if name in members
+        }
+        info, _ = _info_from_files(files, max_parameters)
+        for name, check in (("history.json", boundary.check_history), ("evaluation.json", boundary.check_evaluation)):
+            if name in files:
+                check(_parse(files, name))
+        weights = boundary.inflate(archive, members[WEIGHTS_FILE], boundary.weights_byte_limit(info.model_config))
+    boundary.inspect_weights(weights, info.model_config)
+    return files | {WEIGHTS_FILE: weights}
+
+
+def write_bundle_files(files: Mapping[str, bytes], folder: Path) -> None:
+    """Create `folder` holding these bundle files, all at once: a sibling folder renamed into place.
+
+    On any failure nothing is left behind; OSError when `folder` exists and is not empty.
+    """
+    unknown = set(files) - set(BUNDLE_FILES)
+    if unknown:
+        raise ValueError(f"not bundle files: {sorted(unknown)}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", suffix=".partial", dir=folder.parent))
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = {info.filename: info for info in archive.infolist() if info.filename in BUNDLE_FILES}
-            if sum(info.file_size for info in members.values()) > MAX_BUNDLE_BYTES:
-                raise BundleError("this model file unpacks to more than the size limit")
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, member in members.items():
-                (folder / name).write_bytes(archive.read(member))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
-        raise BundleError("this is not a musicgen model file (it should be a .zip downloaded from musicgen)") from None
-    return load_bundle(folder)
+        for name, data in files.items():
+            (partial / name).write_bytes(data)
+        partial.rename(folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone already after the rename
+
+
+def zip_to_bundle(data: bytes, folder: Path, max_parameters: int = MAX_MODEL_PARAMETERS) -> Bundle:
+    """Check an uploaded zip, unpack it into the new `folder` and load it; a refused upload leaves nothing."""
+    files = read_model_zip(data, max_parameters)
+    try:
+        write_bundle_files(files, folder)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BundleError("there is no room left on the server to unpack this model") from None
+        raise
+    try:
+        return load_bundle(folder, max_parameters)
+    except BundleError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import musicgen
-from musicgen.bundle import Bundle, BundleInfo, load_bundle
+from musicgen.bundle import Bundle, BundleError, BundleInfo, load_bundle, read_evaluation
 from musicgen.corpus import Corpus, load_paths
 from musicgen.dataset import split_by_file
 from musicgen.metrics import corpus_style, histogram_distance, measure_style
@@ -427,19 +427,19 @@ def _set_figures(piece_set: PieceSet) -> dict:
 
 
 def read_recommendation(bundle_path: str | os.PathLike) -> tuple[float, float] | None:
-    """The cached recommended temperature range; None when the current weights were never evaluated."""
+    """The cached recommended temperature range; None when the current weights were never evaluated.
+
+    A damaged evaluation.json (not JSON, NaN, temperatures out of range or out of order...) is logged and ignored.
+    """
     folder = Path(bundle_path)
     try:
-        figures = json.loads((folder / EVALUATION_FILE).read_text())
-        recommended, digest = figures["recommended_temperatures"], figures["weights_sha256"]
-    except FileNotFoundError:
+        figures = read_evaluation(folder)
+    except BundleError as error:
+        log.warning("ignoring the %s in %s: %s", EVALUATION_FILE, folder, error)
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-        log.warning("ignoring the damaged %s in %s (%s)", EVALUATION_FILE, folder, error)
+    if figures is None or figures.recommended_temperatures is None or figures.weights_sha256 != _weights_digest(folder):
         return None
-    if recommended is None or digest != _weights_digest(folder):
-        return None
-    return float(recommended[0]), float(recommended[1])
+    return figures.recommended_temperatures
 
 
 def _weights_digest(folder: Path) -> str:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras  # noqa: I001  (after musicgen.model, which sets the backend)
@@ -15,60 +15,9 @@ import numpy as np
 from musicgen import bundle
 from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.dataset import make_dataset, split_by_file
-from musicgen.model import ModelConfig, build_model
+from musicgen.model import build_model
+from musicgen.settings import EpochReport, ModelConfig, TrainConfig
 from musicgen.tokens import Vocabulary
-from musicgen.validation import check_ranges
-
-PRECISIONS = ("auto", "float32", "bfloat16")
-RETIRED_SETTINGS = {"jit_compile"}  # in bundles of earlier versions; XLA measured slower than the loop in model.LSTM
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train; every field but `epochs` names the run folder, so asking again resumes."""
-
-    epochs: int = 20  # total epochs of the run, 1..1000
-    sequence_length: int = 128  # tokens the LSTM reads per training window, 8..2048
-    batch_size: int = 64  # windows per step, 1..1024
-    learning_rate: float = 2e-3  # Adam step size, 1e-5..0.1
-    validation_share: float = 0.1  # share of files held out for validation, 0..0.5
-    transpose_semitones: int = 0  # augmentation: shift pitches by up to this many semitones, 0..12
-    seed: int = 0  # seeds the file split, the shuffling and the initial weights
-    precision: str = "auto"  # matrix products in "float32" or "bfloat16"; "auto": bfloat16 where the CPU has it
-
-    def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            epochs=(1, 1000),
-            sequence_length=(8, 2048),
-            batch_size=(1, 1024),
-            learning_rate=(1e-5, 0.1),
-            validation_share=(0.0, 0.5),
-            transpose_semitones=(0, 12),
-            seed=(0, 2**31 - 1),
-        )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        """Rebuild from JSON data: retired settings of earlier versions are dropped, unknown ones refused."""
-        data = {name: value for name, value in data.items() if name not in RETIRED_SETTINGS}
-        unknown = set(data) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """What the progress hook hears after each epoch."""
-
-    epoch: int  # 1-based number of the finished epoch
-    epochs: int  # epochs asked for in this run
-    loss: float  # mean training loss, nats per token
-    validation_loss: float | None  # None when no file was held out
-    seconds: float  # time this epoch took
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """musicgen.evaluate on a tiny model trained for real from MIDI files written in the test."""
 
+import hashlib
 import json
 import math
 
@@ -140,6 +141,18 @@ def test_no_recommendation_without_an_evaluation_or_after_retraining(trained, tm
     assert read_recommendation(tmp_path) is None
     (tmp_path / EVALUATION_FILE).write_text("{damaged")
     assert read_recommendation(tmp_path) is None
+
+
+@pytest.mark.parametrize("recommended", ["[NaN, NaN]", "[0.5, 7.0]", "[1.0, 0.5]", '"warm"', "[0.6]"])
+def test_a_damaged_recommendation_is_ignored_with_a_log_line(tmp_path, caplog, recommended):
+    (tmp_path / "model.weights.h5").write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    figures = '{"weights_sha256": "%s", "recommended_temperatures": %s}'
+    (tmp_path / EVALUATION_FILE).write_text(figures % (digest, "[0.6, 1.0]"))
+    assert read_recommendation(tmp_path) == (0.6, 1.0)
+    (tmp_path / EVALUATION_FILE).write_text(figures % (digest, recommended))
+    assert read_recommendation(tmp_path) is None
+    assert "ignoring the evaluation.json" in caplog.text
 
 
 def test_other_files_than_the_training_corpus_are_reported_plainly(trained, tmp_path):

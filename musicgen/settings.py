@@ -1,0 +1,100 @@
+"""The settings of a model and of its training, as plain data: no TensorFlow here.
+
+They are saved in every bundle's config.json and read back from uploaded files before
+TensorFlow loads, so each range is written once, here. `musicgen.model` and
+`musicgen.train` re-export these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from musicgen.validation import check_ranges
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+RETIRED_SETTINGS = {"jit_compile"}  # in bundles of earlier versions; XLA measured slower than the loop in model.LSTM
+EPOCH_RANGE = (1, 1000)  # epochs of a run, so also the epoch numbers of a history
+TEMPERATURE_RANGE = (0.0, 3.0)  # sampling temperatures: musicgen.sample.SampleConfig and evaluation.json
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the LSTM; saved in every bundle as config.json."""
+
+    vocabulary_size: int = 200  # number of token ids, 4..4096
+    embedding_size: int = 64  # width of the token embedding, 4..1024
+    layers: int = 2  # stacked LSTM layers, 1..4
+    units: int = 256  # LSTM units per layer, 8..1024
+    dropout: float = 0.2  # dropout between layers while training, 0..0.8
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            vocabulary_size=(4, 4096),
+            embedding_size=(4, 1024),
+            layers=(1, 4),
+            units=(8, 1024),
+            dropout=(0.0, 0.8),
+        )
+
+    def to_dict(self) -> dict:
+        """Plain data for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Rebuild from JSON data, refusing unknown or missing fields."""
+        names = {field.name for field in fields(cls)}
+        if not isinstance(data, dict) or set(data) != names:
+            raise ValueError(f"the model settings must have exactly the fields {sorted(names)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; every field but `epochs` names the run folder, so asking again resumes."""
+
+    epochs: int = 20  # total epochs of the run, 1..1000
+    sequence_length: int = 128  # tokens the LSTM reads per training window, 8..2048
+    batch_size: int = 64  # windows per step, 1..1024
+    learning_rate: float = 2e-3  # Adam step size, 1e-5..0.1
+    validation_share: float = 0.1  # share of files held out for validation, 0..0.5
+    transpose_semitones: int = 0  # augmentation: shift pitches by up to this many semitones, 0..12
+    seed: int = 0  # seeds the file split, the shuffling and the initial weights
+    precision: str = "auto"  # matrix products in "float32" or "bfloat16"; "auto": bfloat16 where the CPU has it
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            epochs=EPOCH_RANGE,
+            sequence_length=(8, 2048),
+            batch_size=(1, 1024),
+            learning_rate=(1e-5, 0.1),
+            validation_share=(0.0, 0.5),
+            transpose_semitones=(0, 12),
+            seed=(0, 2**31 - 1),
+        )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Rebuild from JSON data: retired settings of earlier versions are dropped, unknown ones refused."""
+        if not isinstance(data, dict):
+            raise ValueError("the training settings must be a set of named values")
+        data = {name: value for name, value in data.items() if name not in RETIRED_SETTINGS}
+        unknown = set(data) - {field.name for field in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the progress hook hears after each epoch; one entry of a bundle's history.json."""
+
+    epoch: int  # 1-based number of the finished epoch, 1..1000
+    epochs: int  # epochs asked for in this run, 1..1000
+    loss: float  # mean training loss, nats per token
+    validation_loss: float | None  # None when no file was held out
+    seconds: float  # time this epoch took
