@@ -42,10 +42,13 @@ def make_dataset(
     seed: int,
     shuffle: bool = True,
     transpose_tables: np.ndarray | None = None,
+    accumulation_steps: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (inputs, targets), each (batch, sequence_length) int32; targets are inputs moved one step.
 
     transpose_tables: (shifts, vocabulary) id maps; each window picks one at random.
+    accumulation_steps: each shuffled batch comes as this many equal parts (for gradient accumulation); the
+    windows of an unfinished last batch are left out, so every optimizer step sees a whole batch.
     """
     stream = tf.constant(np.concatenate(list(sequences)).astype(np.int32))
     stride = sequence_length // 2 if shuffle else sequence_length
@@ -53,7 +56,10 @@ def make_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(starts)
     if shuffle:
         dataset = dataset.shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=shuffle and len(starts) >= batch_size)
+    if shuffle and accumulation_steps > 1:
+        dataset = dataset.take(len(starts) // batch_size * batch_size)
+    part = batch_size // accumulation_steps
+    dataset = dataset.batch(part, drop_remainder=shuffle and len(starts) >= batch_size)
     offsets = tf.range(sequence_length + 1, dtype=tf.int64)
 
     def cut_windows(batch_starts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

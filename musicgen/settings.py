@@ -62,6 +62,9 @@ class TrainConfig:
     transpose_semitones: int = 0  # augmentation: shift pitches by up to this many semitones, 0..12
     seed: int = 0  # seeds the file split, the shuffling and the initial weights
     precision: str = "auto"  # matrix products in "float32" or "bfloat16"; "auto": bfloat16 where the CPU has it
+    # Steps each batch is split into, their gradients averaged before the weights change: the same training in
+    # less memory (musicgen.jobs.plan_request chooses it from the memory budget), 1..1024, dividing batch_size.
+    accumulation_steps: int = 1
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -73,7 +76,12 @@ class TrainConfig:
             validation_share=(0.0, 0.5),
             transpose_semitones=(0, 12),
             seed=(0, 2**31 - 1),
+            accumulation_steps=(1, 1024),
         )
+        if self.batch_size % self.accumulation_steps:
+            raise ValueError(
+                f"accumulation_steps must divide batch_size, got {self.accumulation_steps} and {self.batch_size}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 

@@ -134,8 +134,9 @@ def cpu_has_bfloat16() -> bool:
 def compiled_model(model_config: ModelConfig, config: TrainConfig) -> keras.Model:
     """The network with its optimizer and loss, ready for `fit`."""
     model = build_model(model_config, compute_dtype(config.precision))
+    accumulation = config.accumulation_steps if config.accumulation_steps > 1 else None
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0, gradient_accumulation_steps=accumulation),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,  # XLA measured slower than the loop in model.LSTM
     )
@@ -147,7 +148,9 @@ def _datasets(sequences, info: bundle.BundleInfo, config: TrainConfig, shuffle: 
     if shuffle and config.transpose_semitones:
         shifts = range(-config.transpose_semitones, config.transpose_semitones + 1)
         tables = np.stack([info.vocabulary.transpose_table(shift) for shift in shifts])
-    return make_dataset(sequences, config.sequence_length, config.batch_size, config.seed, shuffle, tables)
+    return make_dataset(
+        sequences, config.sequence_length, config.batch_size, config.seed, shuffle, tables, config.accumulation_steps
+    )
 
 
 class _Progress(keras.callbacks.Callback):

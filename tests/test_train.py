@@ -1,12 +1,15 @@
 """Training for real with TensorFlow on tiny models: resume, more epochs, best weights, stop."""
 
 import h5py
+import keras
+import numpy as np
 import pytest
 
 from musicgen import bundle
+from musicgen.dataset import make_dataset
 from musicgen.model import ModelConfig
 from musicgen.tokens import Vocabulary
-from musicgen.train import TrainConfig, run_folder, train_sequences
+from musicgen.train import TrainConfig, compiled_model, run_folder, train_sequences
 from tests.conftest import TINY_MODEL
 
 VOCABULARY = Vocabulary()
@@ -90,3 +93,31 @@ def test_too_little_music_for_the_sequence_length_is_a_plain_error(tmp_path, tok
 def test_absurd_training_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+def test_a_batch_split_into_accumulated_steps_trains_the_same_weights():
+    """What the memory budget relies on: 4 steps of 2 windows, gradients averaged, equal 1 step of 8.
+
+    The windows repeat no input id: Keras's Adam squares an embedding's sparse gradient before adding up
+    repeated rows, so with repeats the whole batch is the approximate one and the split batch the exact one."""
+    ids = np.random.default_rng(0).permutation(len(VOCABULARY))[: 8 * 17].reshape(8, 17)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    keras.utils.set_random_seed(0)
+    whole = compiled_model(MODEL, TrainConfig(batch_size=8, precision="float32"))
+    keras.utils.set_random_seed(0)
+    split = compiled_model(MODEL, TrainConfig(batch_size=8, accumulation_steps=4, precision="float32"))
+    start = whole.get_weights()
+    for _ in range(3):
+        whole.train_on_batch(inputs, targets)
+        for part in range(4):
+            split.train_on_batch(inputs[2 * part : 2 * part + 2], targets[2 * part : 2 * part + 2])
+    for trained, accumulated, initial in zip(whole.get_weights(), split.get_weights(), start, strict=True):
+        assert not np.allclose(trained, initial)
+        np.testing.assert_allclose(accumulated, trained, atol=1e-6)
+
+
+def test_accumulation_cuts_each_shuffled_batch_into_equal_parts_and_drops_an_unfinished_batch(token_sequences):
+    whole = [inputs.numpy() for inputs, _ in make_dataset(token_sequences, 16, 8, seed=3)]
+    parts = [inputs.numpy() for inputs, _ in make_dataset(token_sequences, 16, 8, seed=3, accumulation_steps=4)]
+    assert {len(batch) for batch in parts} == {2} and len(parts) == 4 * len(whole)
+    np.testing.assert_array_equal(np.concatenate(parts), np.concatenate(whole))
