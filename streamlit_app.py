@@ -3,10 +3,11 @@
     streamlit run streamlit_app.py
 
 Page config, cached loaders, then the page from top to bottom. The musicgen package makes
-every decision (musicgen.sessions holds what is done per visitor); this file lays it out.
+every decision (musicgen.sessions and musicgen.workspace hold what is done per visitor);
+this file lays it out.
 Environment: MUSICGEN_MODEL (the model to open with, default checkpoints/bach),
 MUSICGEN_MODEL_MUSIC (the music it learned from, default samples/bach), MUSICGEN_RUNS and
-the limits that musicgen.sessions.Limits reads.
+the limits that musicgen.workspace.Limits reads.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ import streamlit as st
 from musicgen import audio, jobs, plots, sessions
 from musicgen.corpus import Corpus, load_corpus
 from musicgen.midi import MAX_FILE_BYTES
+from musicgen.workspace import (
+    WEIGHTS_FILE,
+    Limits,
+    Workspace,
+    model_name,
+    model_summary,
+    remove_old_workspaces_now_and_then,
+    runs_root,
+)
 
 st.set_page_config(
     page_title="musicgen: compose with a neural network", page_icon=":material/music_note:", layout="wide"
@@ -67,9 +77,9 @@ log = logging.getLogger("musicgen.app")
 
 
 @st.cache_resource(show_spinner=False)
-def limits() -> sessions.Limits:
+def limits() -> Limits:
     """Resource limits from the environment."""
-    return sessions.Limits.from_environment()
+    return Limits.from_environment()
 
 
 @st.cache_resource(show_spinner=False)
@@ -142,13 +152,13 @@ def model_title(folder: str) -> str:
     if Path(folder) == SHIPPED_MODEL:
         name = "Bach chorales" if SHIPPED_MODEL.name == "bach" else SHIPPED_MODEL.name
         return f"{name} (built in)"
-    return sessions.model_summary(Path(folder)).title
+    return model_summary(Path(folder)).title
 
 
 def weights_time(folder: Path) -> float:
     """When a model's weights last changed (0 when they are missing)."""
     try:
-        return (folder / sessions.WEIGHTS_FILE).stat().st_mtime
+        return (folder / WEIGHTS_FILE).stat().st_mtime
     except OSError:
         return 0.0
 
@@ -156,13 +166,13 @@ def weights_time(folder: Path) -> float:
 # Per-visitor state.
 
 
-def workspace() -> sessions.Workspace:
+def workspace() -> Workspace:
     """This visitor's folder, made on the first visit (which also clears out old ones now and then)."""
     if "workspace" not in st.session_state:
-        root = sessions.runs_root()
-        st.session_state.workspace = sessions.Workspace.create(root)
+        root = runs_root()
+        st.session_state.workspace = Workspace.create(root)
         keep = training_queue().active_owners() | {st.session_state.workspace.session_id}
-        sessions.remove_old_workspaces_now_and_then(root, limits(), keep)
+        remove_old_workspaces_now_and_then(root, limits(), keep)
     space = st.session_state.workspace
     space.touch()
     return space
@@ -236,7 +246,7 @@ def header() -> None:
     )
 
 
-def choose_model(space: sessions.Workspace) -> Path:
+def choose_model(space: Workspace) -> Path:
     """The model list in the sidebar; the folder chosen."""
     busy = busy_folder()
     options = [str(SHIPPED_MODEL)] + [str(folder) for folder in space.model_folders() if folder != busy]
@@ -252,7 +262,7 @@ def choose_model(space: sessions.Workspace) -> Path:
             help="The trained network that writes the music. Models you train or open appear here.",
         )
         if Path(choice) != SHIPPED_MODEL:
-            st.caption(markdown_text(sessions.model_summary(Path(choice)).details))
+            st.caption(markdown_text(model_summary(Path(choice)).details))
     return Path(choice)
 
 
@@ -285,7 +295,7 @@ def keep_model(folder: Path, loaded: sessions.Composer | None) -> None:
             st.download_button(
                 "Download this model (.zip)",
                 data=lambda: model_zip(folder),
-                file_name=f"musicgen-model-{sessions.model_name(folder)}.zip",
+                file_name=f"musicgen-model-{model_name(folder)}.zip",
                 mime="application/zip",
                 on_click="ignore",
                 help="One file with everything the model learned. Open it here on a later visit.",
@@ -365,7 +375,7 @@ def compose_section(loaded: sessions.Composer, folder: Path, uploads: Corpus | N
             key=None if key == KEY_OFF else key,
             bpm=float(bpm),
         )
-        name, program = sessions.model_name(folder), INSTRUMENTS[instrument]
+        name, program = model_name(folder), INSTRUMENTS[instrument]
         pieces = sessions.compose(loaded, config, name, program, primer, primer_notes)
         workspace().forget_pieces()
         info = loaded.bundle.info
@@ -420,7 +430,7 @@ def seed_controls() -> None:
     )
 
 
-def results_section(space: sessions.Workspace) -> None:
+def results_section(space: Workspace) -> None:
     """The pieces of the last Compose: sound, piano roll, downloads and originality."""
     results: sessions.Results | None = st.session_state.get("results")
     if results is None:
@@ -435,9 +445,7 @@ def results_section(space: sessions.Workspace) -> None:
             show_piece(results, piece, space, problem)
 
 
-def show_piece(
-    results: sessions.Results, piece: sessions.Piece, space: sessions.Workspace, problem: str | None
-) -> None:
+def show_piece(results: sessions.Results, piece: sessions.Piece, space: Workspace, problem: str | None) -> None:
     """One piece: what it is, its sound (unless the synthesizer is missing), its piano roll and more."""
     score = piece.score
     st.caption(f"Seed {piece.seed} · {score.duration_seconds:.0f} seconds · {len(score.notes)} notes")
@@ -455,7 +463,7 @@ def show_piece(
     originality(results, piece, space)
 
 
-def play(results: sessions.Results, piece: sessions.Piece, space: sessions.Workspace) -> None:
+def play(results: sessions.Results, piece: sessions.Piece, space: Workspace) -> None:
     """The audio player of a piece, rendered once and kept in the workspace."""
     number = piece.variation
     missing = number not in results.audio or not results.audio[number].exists()
@@ -496,7 +504,7 @@ def downloads(results: sessions.Results, piece: sessions.Piece) -> None:
         )
 
 
-def originality(results: sessions.Results, piece: sessions.Piece, space: sessions.Workspace) -> None:
+def originality(results: sessions.Results, piece: sessions.Piece, space: Workspace) -> None:
     """How much of the piece is borrowed from the music the model learned from, in words."""
     from musicgen.originality import measure_originality
 
@@ -521,7 +529,7 @@ def read_uploaded(files) -> tuple[tuple[tuple[str, bytes], ...], Corpus | None]:
     return named, read_uploads(named) if named else None
 
 
-def training_section(space: sessions.Workspace, model_folder: Path) -> None:
+def training_section(space: Workspace, model_folder: Path) -> None:
     """Upload MIDI files, set up a training, start it and watch it."""
     st.header("Teach it your own music")
     st.markdown("Upload MIDI files, then press **Train**: a new model learns from them, epoch by epoch.")
@@ -604,10 +612,10 @@ def start_training(space, files, music, train_settings: dict, model_settings: di
     request = jobs.TrainingRequest(music, ModelConfig(**model_settings), config, continue_from)
     jobs.check_request(request)
     needed = jobs.estimated_run_bytes(jobs.effective_model_config(request))
-    removed = space.make_room(needed, limits(), keep=[continue_from] if continue_from else [])
+    keep = [continue_from] if continue_from else []
+    removed = space.save_corpus(files, music, limits(), keep) + space.make_room(needed, limits(), keep)
     if removed:
         st.info(f"To make room, your oldest models were removed: {', '.join(removed)}.")
-    space.save_corpus(files, music)
     job = jobs.TrainingJob(request, space, limits().abandon_seconds)
     st.session_state.job = training_queue().submit(job)
 

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
@@ -71,7 +72,7 @@ def find_soundfont() -> Path | None:
     installed = [Path(path) for path in SOUNDFONT_PATHS if Path(path).is_file()]
     folder = Path(SOUNDFONT_FOLDER)
     if folder.is_dir():
-        installed += sorted(folder.glob("*.sf2"))
+        installed += sorted(path for path in folder.glob("*.sf2") if path.is_file())
     return installed[0] if installed else None
 
 
@@ -86,17 +87,28 @@ def synth_problem() -> str | None:
 
 
 def _soundfont_problem(path: Path) -> str | None:
-    """None for a file that starts like a SoundFont (RIFF, then sfbk), else what is wrong with it."""
+    """None for a regular file that starts like a SoundFont (RIFF, then sfbk), else what is wrong with it."""
     try:
-        with open(path, "rb") as file:
-            header = file.read(12)
+        header = _file_header(path)
     except FileNotFoundError:
         return f"the soundfont {path} does not exist: {INSTALL_SOUNDFONT}"
     except OSError as error:
-        return f"the soundfont {path} cannot be read ({(error.strerror or str(error)).lower()})"
+        return f"the soundfont {path} cannot be read ({(error.strerror or str(error)).lower()}): {INSTALL_SOUNDFONT}"
+    if header is None:
+        return f"the soundfont {path} is not a file: {INSTALL_SOUNDFONT}"
     if header[:4] != b"RIFF" or header[8:12] != b"sfbk":
         return f"{path} is not a SoundFont file: {INSTALL_SOUNDFONT}"
     return None
+
+
+def _file_header(path: Path) -> bytes | None:
+    """The first 12 bytes of a regular file; None for a FIFO, device or folder, which is never opened
+    (opening a FIFO waits for a writer forever, and a device may never end)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # cannot hang, even if the path changed since
+    with open(descriptor, "rb") as file:
+        return file.read(12) if stat.S_ISREG(os.fstat(descriptor).st_mode) else None
 
 
 # Rendering.

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from musicgen.corpus import Corpus, corpus_to_ids
-from musicgen.sessions import FOREGROUND, GENERIC_ERROR, Workspace, sentence
+from musicgen.sessions import FOREGROUND, GENERIC_ERROR, sentence
 from musicgen.tokens import Vocabulary
+from musicgen.workspace import Workspace
 
 PAUSE_SECONDS = 3.0  # longest a training waits between two batches for pieces being composed
 

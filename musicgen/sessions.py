@@ -1,336 +1,39 @@
-"""What the app does for each visitor, without Streamlit: workspaces, limits, model names, composing.
+"""What the app does for each visitor, without Streamlit: composing pieces and measuring their originality.
 
-- A `Workspace` is one browser session's own folder under the runs root (env
-  MUSICGEN_RUNS, else a folder in the temp directory): its trainings (`runs/`), the models
-  it opened from zip files (`models/`), the music each of its models learned from
-  (`corpora/`) and the audio of the pieces on show (`pieces/`). The shipped model is only
-  ever read; training "further" from it writes a new run into the workspace. A workspace
-  is capped in size, and folders of sessions unused for a day (or over a total cap, least
-  recently used first) are removed.
 - `load_composer` and `compose` turn a model and the page's settings into pieces;
   `MusicIndexes` builds the originality index of a model's training music in a child process.
-- Training in worker threads, and the queue that limits it, are in `musicgen.jobs`.
+- `plain_message` turns an error the visitor can act on into one sentence.
+- Each visitor's folder, the limits and the clean-up are in `musicgen.workspace`; training in
+  worker threads, and the queue that limits it, in `musicgen.jobs`.
 
 TensorFlow is imported only when a model is loaded or trained, so the page can draw first.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
-import re
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from musicgen import midi
-from musicgen.corpus import Corpus, load_folder
+from musicgen.corpus import load_folder
 from musicgen.originality import CorpusIndex, index_corpus, load_index, save_index
 from musicgen.score import Note, Score
 from musicgen.tokens import decode
-from musicgen.validation import check_ranges
+from musicgen.workspace import slug
 
-RUNS_ENV = "MUSICGEN_RUNS"  # folder that holds one folder per session
-ALIVE_FILE = ".alive"  # touched on every visit; its time says when a workspace was last used
-WEIGHTS_FILE = "model.weights.h5"
 GENERIC_ERROR = "Something went wrong on our side (the details are in the server log). Please try again."
 
 log = logging.getLogger(__name__)
-
-
-# Limits.
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one app process; `from_environment` reads them from MUSICGEN_* variables."""
-
-    max_trainings: int = 1  # trainings running at once in the process, 1..16 (each takes about 1 GB)
-    session_megabytes: int = 300  # disk one session may fill, 10..100000 MB
-    total_megabytes: int = 5000  # disk all sessions may fill before the least recently used go, 10..10**6 MB
-    max_age_hours: float = 24.0  # a session folder unused this long is removed, 0.01..10000 hours
-    abandon_seconds: float = 600.0  # a training nobody looked at this long stops, 10..86400 s
-
-    def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            max_trainings=(1, 16),
-            session_megabytes=(10, 100_000),
-            total_megabytes=(10, 1_000_000),
-            max_age_hours=(0.01, 10_000.0),
-            abandon_seconds=(10.0, 86_400.0),
-        )
-
-    @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> Limits:
-        """Limits from MUSICGEN_MAX_TRAININGS, MUSICGEN_SESSION_MB, MUSICGEN_TOTAL_MB,
-        MUSICGEN_MAX_AGE_HOURS and MUSICGEN_ABANDON_SECONDS; defaults for those not set."""
-        environ = os.environ if environ is None else environ
-        names = {
-            "max_trainings": ("MUSICGEN_MAX_TRAININGS", int),
-            "session_megabytes": ("MUSICGEN_SESSION_MB", int),
-            "total_megabytes": ("MUSICGEN_TOTAL_MB", int),
-            "max_age_hours": ("MUSICGEN_MAX_AGE_HOURS", float),
-            "abandon_seconds": ("MUSICGEN_ABANDON_SECONDS", float),
-        }
-        settings = {}
-        for name, (variable, kind) in names.items():
-            if environ.get(variable):
-                try:
-                    settings[name] = kind(environ[variable])
-                except ValueError:
-                    raise ValueError(f"{variable} must be a number, got {environ[variable]!r}") from None
-        return cls(**settings)
-
-
-def runs_root(environ: dict[str, str] | None = None) -> Path:
-    """The folder that holds every session's workspace: $MUSICGEN_RUNS, else one in the temp directory."""
-    environ = os.environ if environ is None else environ
-    return Path(environ.get(RUNS_ENV) or Path(tempfile.gettempdir()) / "musicgen-sessions")
-
-
-# Workspaces.
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """One session's folder: runs/ (trainings), models/ (opened zip files), corpora/ (training music)."""
-
-    folder: Path
-
-    @classmethod
-    def create(cls, root: Path) -> Workspace:
-        """A new, empty workspace with a random name under `root`."""
-        workspace = cls(Path(root) / secrets.token_hex(8))
-        workspace.folder.mkdir(parents=True)
-        workspace.touch()
-        return workspace
-
-    @property
-    def session_id(self) -> str:
-        """The random name of the folder."""
-        return self.folder.name
-
-    @property
-    def runs(self) -> Path:
-        return self.folder / "runs"
-
-    @property
-    def models(self) -> Path:
-        return self.folder / "models"
-
-    @property
-    def corpora(self) -> Path:
-        return self.folder / "corpora"
-
-    @property
-    def pieces(self) -> Path:
-        """Audio of the pieces on show, kept on disk rather than in memory (many visitors share one process)."""
-        return self.folder / "pieces"
-
-    def keep_audio(self, file_stem: str, flac: bytes) -> Path:
-        """Store a piece's audio; the path to play and download it from."""
-        self.pieces.mkdir(parents=True, exist_ok=True)
-        path = self.pieces / f"{slug(file_stem) or 'piece'}.flac"
-        path.write_bytes(flac)
-        return path
-
-    def forget_pieces(self) -> None:
-        """Remove the audio of earlier pieces."""
-        shutil.rmtree(self.pieces, ignore_errors=True)
-
-    def touch(self) -> None:
-        """Mark the workspace as used now (it may have been removed while idle: then make it again)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / ALIVE_FILE).touch()
-
-    def size_bytes(self) -> int:
-        """Bytes of every file in the workspace."""
-        return folder_size(self.folder)
-
-    def model_folders(self) -> list[Path]:
-        """Trained and opened models (folders that hold weights), newest first."""
-        folders = [path.parent for base in (self.runs, self.models) for path in base.glob(f"*/{WEIGHTS_FILE}")]
-        return sorted(folders, key=lambda folder: (folder / WEIGHTS_FILE).stat().st_mtime, reverse=True)
-
-    def save_corpus(self, files: Iterable[tuple[str, bytes]], corpus: Corpus) -> Path:
-        """Keep the files a corpus used, so that the originality of its models can be measured later."""
-        folder = self.corpora / corpus.fingerprint[:16]
-        used = set(corpus.names)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in files:
-            if name in used:
-                (folder / safe_file_name(name)).write_bytes(data)
-        return folder
-
-    def corpus_folder(self, fingerprint: str) -> Path | None:
-        """The saved training music with this fingerprint, if this workspace has it."""
-        folder = self.corpora / fingerprint[:16]
-        return folder if folder.is_dir() else None
-
-    def open_model_zip(self, file_name: str, data: bytes, limits: Limits) -> Path:
-        """Unpack an uploaded model zip into models/ and check that it loads; BundleError when not."""
-        from musicgen.bundle import BundleError, zip_to_bundle
-
-        self.make_room(len(data) * 3, limits)  # weights barely compress: unpacked is about the zip's size
-        name = slug(Path(file_name).stem).removeprefix("musicgen-model-") or "model"
-        folder = _free_name(self.models / name)
-        try:
-            zip_to_bundle(data, folder)
-        except BundleError:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return folder
-
-    def make_room(self, needed_bytes: int, limits: Limits, keep: Iterable[Path] = ()) -> list[str]:
-        """Remove this workspace's oldest models until `needed_bytes` more fit; the names removed."""
-        cap = limits.session_megabytes * 1_000_000
-        if needed_bytes > cap:
-            raise ValueError(
-                f"this needs {needed_bytes / 1e6:.0f} MB, more than the {cap / 1e6:.0f} MB a visitor may use"
-            )
-        keep = {Path(path).resolve() for path in keep}
-        removed = []
-        for folder in reversed(self.model_folders()):  # oldest first
-            if self.size_bytes() + needed_bytes <= cap:
-                break
-            if folder.resolve() not in keep:
-                removed.append(model_summary(folder).title)
-                shutil.rmtree(folder, ignore_errors=True)
-        if self.size_bytes() + needed_bytes > cap:
-            raise ValueError("your workspace is full: download the models you want to keep, then reload the page")
-        return removed
-
-
-def folder_size(folder: Path) -> int:
-    """Bytes of every file under `folder` (0 when it does not exist)."""
-    total = 0
-    for path in Path(folder).rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:  # removed while we looked
-            continue
-    return total
-
-
-def last_used(folder: Path) -> float:
-    """When a workspace was last used (its .alive file's time, else the folder's), as a Unix time."""
-    for path in (folder / ALIVE_FILE, folder):
-        try:
-            return path.stat().st_mtime
-        except OSError:
-            continue
-    return 0.0
-
-
-def remove_old_workspaces(root: Path, limits: Limits, keep: Iterable[str] = (), now: float | None = None) -> list[str]:
-    """Remove workspaces unused for longer than max_age_hours, then the least recently used ones while
-    all of them together exceed total_megabytes; those named in `keep` stay. The names removed."""
-    root, keep, now = Path(root), set(keep), time.time() if now is None else now
-    if not root.is_dir():
-        return []
-    folders = sorted((folder for folder in root.iterdir() if folder.is_dir()), key=last_used)
-    removed = []
-    for folder in folders:
-        if folder.name not in keep and now - last_used(folder) > limits.max_age_hours * 3600:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
-    remaining = [folder for folder in folders if folder.name not in removed]
-    sizes = {folder: folder_size(folder) for folder in remaining}
-    total = sum(sizes.values())
-    for folder in remaining:  # least recently used first
-        if total <= limits.total_megabytes * 1_000_000:
-            break
-        if folder.name not in keep:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
-            total -= sizes[folder]
-    if removed:
-        log.info("removed %d old session folders from %s", len(removed), root)
-    return removed
-
-
-_cleanup_lock = threading.Lock()
-_last_cleanup = {"time": float("-inf")}
-
-
-def remove_old_workspaces_now_and_then(root: Path, limits: Limits, keep: Iterable[str], every_seconds: float = 600):
-    """`remove_old_workspaces` at most once every `every_seconds` in this process; the names removed."""
-    with _cleanup_lock:
-        if time.monotonic() - _last_cleanup["time"] < every_seconds:
-            return []
-        _last_cleanup["time"] = time.monotonic()
-        return remove_old_workspaces(root, limits, keep)
-
-
-# Describing models without loading TensorFlow.
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    """What the page says about a model folder, read from its JSON files."""
-
-    title: str  # e.g. "your model 849153: 3 files, 12 epochs"
-    details: str  # e.g. "2 layers × 128 units, learned from 3 files; best validation loss 1.92 (epoch 11 of 12)"
-
-
-def model_summary(folder: Path) -> ModelSummary:
-    """A plain description of a model folder; never raises (a damaged folder says so)."""
-    folder = Path(folder)
-    try:
-        config = json.loads((folder / "config.json").read_text())["model"]
-        files = len(json.loads((folder / "corpus.json").read_text())["files"])
-        history = json.loads((folder / "history.json").read_text()) if (folder / "history.json").exists() else []
-    except (OSError, ValueError, KeyError, TypeError):
-        return ModelSummary(f"{folder.name} (damaged)", "its files cannot be read")
-    name = f"your model {folder.name[:6]}" if folder.parent.name == "runs" else f"opened model {folder.name}"
-    title = f"{name}: {_count(files, 'file')}, {_count(len(history), 'epoch')}"
-    details = f"{config['layers']} layers × {config['units']} units, learned from {_count(files, 'file')}"
-    if history:
-        best = min(history, key=selection_loss)
-        loss = "validation loss" if best.get("validation_loss") is not None else "loss"
-        details += f"; best {loss} {selection_loss(best):.2f} (epoch {best['epoch']} of {len(history)})"
-    return ModelSummary(title, details)
-
-
-def selection_loss(entry: dict) -> float:
-    """The loss that picks the best epoch, as musicgen.bundle does: validation loss when there is one."""
-    return entry["validation_loss"] if entry.get("validation_loss") is not None else entry["loss"]
-
-
-def slug(text: str) -> str:
-    """Lower-case letters, digits and dashes only, for file names: 'My Model (2)' -> 'my-model-2'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
-
-
-def safe_file_name(name: str) -> str:
-    """A base name with no folders and no odd characters, keeping the extension."""
-    path = Path(Path(name).name)
-    return f"{slug(path.stem) or 'file'}{slug(path.suffix) and '.' + slug(path.suffix)}"
-
-
-def _free_name(folder: Path) -> Path:
-    """`folder`, or `folder-2`, `folder-3`... whichever does not exist yet."""
-    for number in itertools.count(1):
-        candidate = folder if number == 1 else folder.with_name(f"{folder.name}-{number}")
-        if not candidate.exists():
-            return candidate
-    raise AssertionError("unreachable")
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def sentence(text: str) -> str:
@@ -486,12 +189,6 @@ def key_of_music(scores: Sequence[Score]) -> str | None:
 
     notes = tuple(note for score in scores for note in score.melodic_notes)
     return key_of(Score(notes)).name if notes else None
-
-
-def model_name(folder: Path) -> str:
-    """A short name for file names: the folder's name, or 'my-model-<id>' for a training run."""
-    folder = Path(folder)
-    return f"my-model-{folder.name[:6]}" if folder.parent.name == "runs" else slug(folder.name) or "model"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ import ctypes
 import ctypes.util
 import os
 import re
+import stat
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,40 @@ def test_a_soundfont_fluidsynth_cannot_load_gives_no_sound(monkeypatch, tmp_path
     assert synth_problem() is None  # it looks like a soundfont from outside
     with pytest.raises(AudioError, match="^the synthesizer produced no sound for this piece"):
         render(write(chord_piece()))
+
+
+def soundfont_problem_within(seconds: float, path: Path) -> tuple[str | None, bool]:
+    """synth_problem() for MUSICGEN_SOUNDFONT=path, run in a thread; (its answer, whether it hung)."""
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(problem=synth_problem()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    hung = thread.is_alive()
+    if hung and stat.S_ISFIFO(os.stat(path).st_mode):  # let a reader blocked on the FIFO go
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(seconds)
+    return answer.get("problem"), hung
+
+
+def fifo(folder: Path) -> Path:
+    os.mkfifo(folder / "font.sf2")
+    return folder / "font.sf2"
+
+
+@pytest.mark.parametrize(
+    "make_path",
+    [fifo, lambda folder: folder, lambda folder: Path("/dev/zero")],
+    ids=["fifo", "folder", "device"],
+)
+def test_a_soundfont_that_is_not_a_regular_file_is_refused_without_opening_it(make_path, monkeypatch, tmp_path):
+    path = make_path(tmp_path)
+    monkeypatch.setenv("MUSICGEN_SOUNDFONT", str(path))
+    problem, hung = soundfont_problem_within(10, path)
+    assert not hung, "synth_problem() blocked on the soundfont"
+    expected = f"the soundfont {path} is not a file: {audio.INSTALL_SOUNDFONT}"
+    assert problem == expected and "set MUSICGEN_SOUNDFONT to a .sf2 file" in problem
+    with pytest.raises(AudioError, match=f"^{re.escape(expected)}$"):
+        render(write(chord_piece()), soundfont=path)
 
 
 # Detecting the synthesizer.

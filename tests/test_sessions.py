@@ -1,6 +1,5 @@
 """musicgen.sessions and musicgen.jobs for real: TensorFlow trains tiny models in worker threads."""
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from musicgen import jobs, midi, sessions
 from musicgen.corpus import load_corpus, load_folder
 from musicgen.model import ModelConfig
 from musicgen.train import TrainConfig
+from musicgen.workspace import WEIGHTS_FILE, Workspace
 from tests.conftest import TINY_MODEL, scale_piece
 
 WAIT_SECONDS = 300  # generous: the machine's two cores may be busy with other training
@@ -48,7 +48,7 @@ def train_tiny_model(folder: Path, music_folder: Path, epochs: int = 2) -> Path:
     for name, data in music_files():
         (music_folder / name).write_bytes(data)
     files = [(path.name, path.read_bytes()) for path in sorted(music_folder.glob("*.mid"))]
-    space = sessions.Workspace.create(folder.parent / "training-space")
+    space = Workspace.create(folder.parent / "training-space")
     job = jobs.TrainingJob(request(epochs, files), space)
     jobs.TrainingQueue().submit(job)
     progress = finished(job)
@@ -63,8 +63,8 @@ def queue() -> jobs.TrainingQueue:
 
 
 @pytest.fixture
-def space(tmp_path) -> sessions.Workspace:
-    return sessions.Workspace.create(tmp_path / "runs")
+def space(tmp_path) -> Workspace:
+    return Workspace.create(tmp_path / "runs")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_a_job_trains_in_its_workspace_and_its_progress_fills_epoch_by_epoch(que
     assert progress.state == "finished" and progress.message is None
     assert [entry["epoch"] for entry in progress.history] == [1, 2]
     assert all(entry["loss"] > 0 and entry["validation_loss"] is not None for entry in progress.history)
-    assert progress.run_dir.parent == space.runs and (progress.run_dir / sessions.WEIGHTS_FILE).exists()
+    assert progress.run_dir.parent == space.runs and (progress.run_dir / WEIGHTS_FILE).exists()
     assert progress.resumed_after_epoch == 0 and progress.seconds_left == 0
     assert space.model_folders() == [progress.run_dir]
 
@@ -111,7 +111,7 @@ def test_asking_for_no_more_epochs_than_done_says_so(queue, space):
 
 def test_the_limit_queues_later_jobs_in_order_and_tells_each_its_place(tmp_path):
     queue = jobs.TrainingQueue(max_running=1)
-    spaces = [sessions.Workspace.create(tmp_path) for _ in range(3)]
+    spaces = [Workspace.create(tmp_path) for _ in range(3)]
     first = queue.submit(jobs.TrainingJob(request(epochs=500), spaces[0]))
     second = queue.submit(jobs.TrainingJob(request(epochs=1), spaces[1]))
     third = queue.submit(jobs.TrainingJob(request(epochs=1), spaces[2]))
@@ -127,8 +127,8 @@ def test_the_limit_queues_later_jobs_in_order_and_tells_each_its_place(tmp_path)
 
 def test_a_job_stopped_while_queued_leaves_the_queue_without_training(tmp_path):
     queue = jobs.TrainingQueue(max_running=1)
-    first = queue.submit(jobs.TrainingJob(request(epochs=500), sessions.Workspace.create(tmp_path)))
-    waiting_space = sessions.Workspace.create(tmp_path)
+    first = queue.submit(jobs.TrainingJob(request(epochs=500), Workspace.create(tmp_path)))
+    waiting_space = Workspace.create(tmp_path)
     waiting = queue.submit(jobs.TrainingJob(request(epochs=1), waiting_space))
     waiting.request_stop()
     progress = finished(waiting)
@@ -160,7 +160,7 @@ def test_a_training_pauses_between_batches_while_a_piece_is_being_made(queue, sp
 
 def test_two_sessions_train_at_once_and_never_see_each_others_work(tmp_path):
     queue = jobs.TrainingQueue(max_running=2)
-    alice, bob = sessions.Workspace.create(tmp_path), sessions.Workspace.create(tmp_path)
+    alice, bob = Workspace.create(tmp_path), Workspace.create(tmp_path)
     alice_job = queue.submit(jobs.TrainingJob(request(epochs=1, files=music_files(4)), alice))
     bob_job = queue.submit(jobs.TrainingJob(request(epochs=2, files=music_files(5)), bob))
     alice_progress, bob_progress = finished(alice_job), finished(bob_job)
@@ -178,14 +178,14 @@ def test_a_failed_training_reports_a_plain_message(queue, space):
 
 
 def test_training_further_from_a_model_writes_a_new_run_and_leaves_the_model_as_it_was(queue, space, tiny_model):
-    weights = (tiny_model / sessions.WEIGHTS_FILE).read_bytes()
+    weights = (tiny_model / WEIGHTS_FILE).read_bytes()
     further = jobs.TrainingRequest(
         load_corpus(music_files(3)), None, TrainConfig(epochs=1, sequence_length=16), tiny_model
     )
     progress = finished(queue.submit(jobs.TrainingJob(further, space)))
     assert progress.state == "finished", progress.message
     assert progress.run_dir.parent == space.runs
-    assert (tiny_model / sessions.WEIGHTS_FILE).read_bytes() == weights
+    assert (tiny_model / WEIGHTS_FILE).read_bytes() == weights
 
 
 # Checking a request before it is queued.
@@ -229,65 +229,7 @@ def test_time_left_comes_from_the_recent_epochs_of_this_job_leaving_out_its_slow
     assert jobs.Progress("running", 9).seconds_left is None
 
 
-# Workspaces and clean-up.
-
-
-def age(folder: Path, hours: float) -> None:
-    then = time.time() - hours * 3600
-    os.utime(folder / sessions.ALIVE_FILE, (then, then))
-
-
-def test_old_workspaces_are_removed_and_recent_or_kept_ones_stay(tmp_path):
-    old, recent, busy = (sessions.Workspace.create(tmp_path) for _ in range(3))
-    age(old.folder, 30)
-    age(busy.folder, 30)
-    removed = sessions.remove_old_workspaces(tmp_path, sessions.Limits(), keep={busy.session_id})
-    assert removed == [old.session_id]
-    assert not old.folder.exists() and recent.folder.exists() and busy.folder.exists()
-
-
-def test_over_the_total_cap_the_least_recently_used_workspaces_go_first(tmp_path):
-    spaces = [sessions.Workspace.create(tmp_path) for _ in range(3)]
-    for hours, space in zip((3, 2, 1), spaces, strict=True):
-        (space.folder / "weights").write_bytes(bytes(4_000_000))
-        age(space.folder, hours)
-    removed = sessions.remove_old_workspaces(tmp_path, sessions.Limits(total_megabytes=10))
-    assert removed == [spaces[0].session_id]
-    assert [space.folder.exists() for space in spaces] == [False, True, True]
-
-
-def test_a_full_workspace_makes_room_by_removing_its_oldest_models(space, tiny_model):
-    for name in ("first", "second", "third"):
-        shutil.copytree(tiny_model, space.runs / name)
-        (space.runs / name / "padding").write_bytes(bytes(4_000_000))
-        time.sleep(0.01)
-        (space.runs / name / sessions.WEIGHTS_FILE).touch()
-    removed = space.make_room(4_000_000, sessions.Limits(session_megabytes=10), keep=[space.runs / "first"])
-    assert len(removed) == 2 and [folder.name for folder in space.model_folders()] == ["first"]
-    with pytest.raises(ValueError, match="more than the 10 MB"):
-        space.make_room(20_000_000, sessions.Limits(session_megabytes=10))
-
-
-def test_a_model_zip_opens_into_the_workspace_and_a_bad_one_leaves_nothing_behind(space, tiny_model):
-    from musicgen.bundle import BundleError, bundle_to_zip
-
-    folder = space.open_model_zip("musicgen-model-tiny.zip", bundle_to_zip(tiny_model), sessions.Limits())
-    assert folder == space.models / "tiny" and space.model_folders() == [folder]
-    with pytest.raises(BundleError, match="not a musicgen model file"):
-        space.open_model_zip("holiday.zip", b"not a zip", sessions.Limits())
-    assert [path.name for path in space.models.iterdir()] == ["tiny"]
-
-
-def test_limits_come_from_the_environment_and_bad_values_are_named():
-    limits = sessions.Limits.from_environment({"MUSICGEN_MAX_TRAININGS": "2", "MUSICGEN_SESSION_MB": "50"})
-    assert (limits.max_trainings, limits.session_megabytes, limits.max_age_hours) == (2, 50, 24.0)
-    with pytest.raises(ValueError, match="MUSICGEN_MAX_TRAININGS must be a number"):
-        sessions.Limits.from_environment({"MUSICGEN_MAX_TRAININGS": "lots"})
-    with pytest.raises(ValueError, match="max_trainings must be in range 1..16, got 0"):
-        sessions.Limits(max_trainings=0)
-
-
-# Composing and naming.
+# Composing.
 
 
 def test_the_same_seed_gives_the_same_pieces_and_a_primer_opens_each_of_them(tiny_model):
@@ -306,11 +248,9 @@ def test_the_same_seed_gives_the_same_pieces_and_a_primer_opens_each_of_them(tin
     assert {note.program for piece in primed for note in piece.score.notes} == {6}
 
 
-def test_file_and_model_names_are_plain():
+def test_piece_file_names_are_plain():
     assert sessions.piece_file_stem("bach", 1234) == "musicgen-bach-seed1234"
-    assert sessions.model_name(Path("/x/runs/849153db43a9-8cf43e31a2")) == "my-model-849153"
-    assert sessions.model_name(Path("/x/models/My Chorales")) == "my-chorales"
-    assert sessions.safe_file_name("../../etc/pass wd.MID") == "pass-wd.mid"
+    assert sessions.piece_file_stem("My Bach!", 7, 2, 3) == "musicgen-my-bach-seed7-2"
 
 
 def test_errors_the_user_can_act_on_become_sentences_and_bugs_do_not():
@@ -330,10 +270,3 @@ def test_the_originality_index_is_built_in_a_child_process(tmp_path):
     built = sessions.MusicIndexes().get(tmp_path, steps_per_beat=4, timeout=WAIT_SECONDS)
     assert built.fingerprint == load_folder(tmp_path).fingerprint
     assert built.index.piece_count == 3
-
-
-def test_the_audio_of_the_pieces_on_show_is_kept_on_disk_until_the_next_ones(space):
-    path = space.keep_audio("musicgen-bach-seed12", b"fLaC...")
-    assert path == space.pieces / "musicgen-bach-seed12.flac" and path.read_bytes() == b"fLaC..."
-    space.forget_pieces()
-    assert not space.pieces.exists()
