@@ -12,6 +12,7 @@ the limits that musicgen.workspace.Limits reads.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from musicgen import audio, jobs, plots, sessions
-from musicgen.corpus import Corpus, load_corpus
+from musicgen import audio, jobs, memory, plots, sessions
+from musicgen.bundle import MAX_BUNDLE_BYTES
+from musicgen.corpus import Corpus, UploadLimits, load_corpus
 from musicgen.midi import MAX_FILE_BYTES
 from musicgen.workspace import (
     WEIGHTS_FILE,
@@ -47,7 +49,7 @@ PROGRESS_SECONDS = 1.0  # how often the progress of a queued or running training
 CURVE_SECONDS = 5.0  # how often its loss curve is redrawn: redrawing a chart costs the browser most
 PANEL_AFTER_END_SECONDS = 30  # the progress keeps redrawing itself this long after the end, to show it surely
 MIDI_UPLOAD_MEGABYTES = MAX_FILE_BYTES // 1_000_000  # the browser refuses bigger files; midi.read checks exactly
-MODEL_UPLOAD_MEGABYTES = 60  # musicgen.bundle.MAX_BUNDLE_BYTES; .streamlit/config.toml admits it
+MODEL_UPLOAD_MEGABYTES = MAX_BUNDLE_BYTES // 1_000_000  # .streamlit/config.toml's maxUploadSize matches it
 INSTRUMENTS = {  # General MIDI program of each instrument offered for playback, counted from 0
     "Piano": 0,
     "Harpsichord": 6,
@@ -83,9 +85,27 @@ def limits() -> Limits:
 
 
 @st.cache_resource(show_spinner=False)
+def memory_budget() -> memory.MemoryBudget:
+    """The memory this process lives within (MUSICGEN_MEMORY_MB), split into shares."""
+    return memory.MemoryBudget.from_environment()
+
+
+@st.cache_resource(show_spinner=False)
 def training_queue() -> jobs.TrainingQueue:
     """The one queue of trainings of this process."""
-    return jobs.TrainingQueue(limits().max_trainings)
+    return jobs.TrainingQueue(limits().max_trainings, memory_budget().training_bytes)
+
+
+@st.cache_resource(show_spinner=False)
+def composers() -> sessions.Composers:
+    """Loaded models, within the memory kept for them."""
+    return sessions.Composers(memory_budget().model_bytes, SHIPPED_MODEL)
+
+
+@st.cache_resource(show_spinner=False)
+def renderer() -> sessions.Renderer:
+    """FluidSynth, a few pieces at a time."""
+    return sessions.Renderer(memory_budget().renders)
 
 
 @st.cache_resource(show_spinner=False)
@@ -94,22 +114,12 @@ def music_indexes() -> sessions.MusicIndexes:
     return sessions.MusicIndexes()
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def composer(folder: str, modified: float) -> sessions.Composer:
-    """A loaded model; `modified` (its weights' time) makes a retrained model load anew."""
-    return sessions.load_composer(Path(folder))
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def warming_up(folder: str, modified: float):
-    """Compile the model's sampler once, in the background, so that Compose answers at once."""
-    return sessions.warm_up_soon(composer(folder, modified))
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
 def read_uploads(files: tuple[tuple[str, bytes], ...]) -> Corpus:
-    """The uploaded MIDI files, read, with one report per file."""
-    return load_corpus(files)
+    """The uploaded MIDI files, read once per visitor (one upload kept: uploads may be big), one report per file."""
+    key = hashlib.sha256(b"".join(hashlib.sha256(name.encode() + data).digest() for name, data in files)).digest()
+    if st.session_state.get("uploads_read", (None,))[0] != key:
+        st.session_state.uploads_read = (key, load_corpus(files, limits=UploadLimits()))
+    return st.session_state.uploads_read[1]
 
 
 @st.cache_data(show_spinner=False)
@@ -223,6 +233,8 @@ def open_model_zip() -> None:
     if uploaded is None:
         return
     try:
+        if uploaded.size > MAX_BUNDLE_BYTES:  # refused before its bytes are copied
+            raise ValueError(f"this model file is over the {MODEL_UPLOAD_MEGABYTES} MB limit")
         folder = workspace().open_model_zip(uploaded.name, uploaded.getvalue(), limits())
     except Exception as error:  # noqa: BLE001 - reported on the page
         message = sessions.plain_message(error)
@@ -273,7 +285,7 @@ def load_model(folder: Path) -> sessions.Composer | None:
             st.error(f"The model that comes with musicgen is missing: there is no trained model in {folder}.")
         return None
     with st.spinner("Getting the composer ready (only the first time)…"), plain_errors("load the model"):
-        return composer(str(folder), weights_time(folder))
+        return composers().get(folder, weights_time(folder))
     return None
 
 
@@ -282,7 +294,7 @@ def get_ready(folder: Path, loaded: sessions.Composer | None) -> None:
     if loaded is None:
         return
     with plain_errors("prepare the model"):
-        warming_up(str(folder), weights_time(folder))
+        composers().warm_up(folder, weights_time(folder))
         if folder == SHIPPED_MODEL and SHIPPED_MUSIC.is_dir():
             music_indexes().start(SHIPPED_MUSIC, loaded.bundle.info.vocabulary.config.steps_per_beat)
 
@@ -469,8 +481,7 @@ def play(results: sessions.Results, piece: sessions.Piece, space: Workspace) -> 
     missing = number not in results.audio or not results.audio[number].exists()
     if missing and number not in results.audio_errors:
         try:
-            with sessions.FOREGROUND.making_music():  # trainings in this process pause meanwhile
-                flac = audio.render(piece.midi_bytes, sample_rate_hz=SAMPLE_RATE_HZ)
+            flac = renderer().render(piece.midi_bytes, sample_rate_hz=SAMPLE_RATE_HZ)
             results.audio[number] = space.keep_audio(piece.file_stem, flac)
         except audio.AudioError as error:
             results.audio_errors[number] = sessions.plain_message(error) or sessions.GENERIC_ERROR
@@ -576,9 +587,10 @@ def training_controls(model_folder: Path) -> tuple[dict, dict, Path | None]:
     )
     sequence_length = length_column.select_slider(
         "Sequence length",
-        [16, 32, 64, 128, 256, 512],
+        sequence_lengths_that_fit(model_folder),
         64,
-        help="How many notes and rests (tokens) the model reads at once while it learns.",
+        help="How many notes and rests (tokens) the model reads at once while it learns. Long ones need "
+        "much memory: then each batch is learned in smaller steps, which is slower.",
     )
     start_from = start_column.radio(
         "Start from",
@@ -586,10 +598,10 @@ def training_controls(model_folder: Path) -> tuple[dict, dict, Path | None]:
         help="A new model learns only your music; the other keeps what it knew and learns yours on top.",
     )
     with st.expander("Advanced: model size"):
-        layers = st.slider("Layers", 1, 3, 2, help="Stacked LSTM layers: more can learn more, and are slower.")
-        units = st.select_slider(
-            "Units per layer", [32, 64, 128, 256, 512], 128, help="The size of each layer's memory."
+        layers = st.select_slider(
+            "Layers", jobs.LAYER_CHOICES, 2, help="Stacked LSTM layers: more can learn more, and are slower."
         )
+        units = st.select_slider("Units per layer", jobs.UNIT_CHOICES, 128, help="The size of each layer's memory.")
         transpose = st.slider(
             "Transpose while learning (semitones)",
             0,
@@ -603,14 +615,34 @@ def training_controls(model_folder: Path) -> tuple[dict, dict, Path | None]:
     return train_settings, dict(layers=layers, units=units), continue_from
 
 
+def sequence_lengths_that_fit(model_folder: Path) -> list[int]:
+    """The sequence lengths every model size offered (and the model composed with) can train at in memory."""
+    from musicgen.bundle import BundleError, describe_bundle
+    from musicgen.settings import ModelConfig
+
+    models = [ModelConfig(layers=max(jobs.LAYER_CHOICES), units=max(jobs.UNIT_CHOICES), embedding_size=64)]
+    try:
+        models.append(describe_bundle(model_folder).model_config)
+    except BundleError:
+        pass  # a damaged model cannot be trained further anyway; the page says so where it is chosen
+    lengths = list(jobs.SEQUENCE_LENGTH_CHOICES)
+    for model in models:
+        lengths = memory.sequence_lengths_that_fit(model, lengths, memory_budget().training_bytes)
+    return lengths or [min(jobs.SEQUENCE_LENGTH_CHOICES)]
+
+
 def start_training(space, files, music, train_settings: dict, model_settings: dict, continue_from) -> None:
-    """Check the request, make room on disk, keep the music for originality and queue the job."""
-    from musicgen.model import ModelConfig
-    from musicgen.train import TrainConfig
+    """Check and plan the request, make room on disk, keep the music for originality and queue the job."""
+    from musicgen.settings import ModelConfig, TrainConfig
 
     config = TrainConfig(**train_settings)
     request = jobs.TrainingRequest(music, ModelConfig(**model_settings), config, continue_from)
-    jobs.check_request(request)
+    request = jobs.plan_request(request, memory_budget().training_bytes)
+    if request.train_config.accumulation_steps > 1:
+        st.info(
+            f"These settings need more memory than one step may have here, so each batch is learned in "
+            f"{request.train_config.accumulation_steps} smaller steps: the same training, only slower."
+        )
     needed = jobs.estimated_run_bytes(jobs.effective_model_config(request))
     keep = [continue_from] if continue_from else []
     removed = space.save_corpus(files, music, limits(), keep) + space.make_room(needed, limits(), keep)
@@ -711,6 +743,11 @@ def show_loss_curve(progress: jobs.Progress) -> None:
 
 st.session_state.page_run = st.session_state.get("page_run", 0) + 1
 header()
+try:
+    limits(), memory_budget(), runs_root()
+except ValueError as error:
+    st.error(f"The server's settings cannot be used. {sessions.sentence(str(error))}", icon=":material/error:")
+    st.stop()
 space = workspace()
 select_finished_model()
 model_folder = choose_model(space)

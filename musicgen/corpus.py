@@ -96,13 +96,28 @@ class Corpus:
         return f"{len(used)} of {len(self.reports)} files used: {notes}, {minutes}:{seconds:02d} of music"
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may hold: files beyond either limit are skipped with the reason, before they are read."""
+
+    max_files: int = 100  # files read from one upload
+    max_notes: int = 400_000  # notes of all its files together (about 60 MB of scores in memory; 348 chorales: 80,000)
+
+
 def load_corpus(
-    sources: Iterable[tuple[str, bytes | str | os.PathLike]], vocabulary: tokens.Vocabulary = tokens.Vocabulary()
+    sources: Iterable[tuple[str, bytes | str | os.PathLike]],
+    vocabulary: tokens.Vocabulary = tokens.Vocabulary(),
+    limits: UploadLimits | None = None,
 ) -> Corpus:
-    """A corpus from (name, file bytes or path) pairs, such as uploaded files; `vocabulary` counts their tokens."""
+    """A corpus from (name, file bytes or path) pairs, such as uploaded files; `vocabulary` counts their tokens.
+
+    limits: for uploads; None reads every file (a collection on the user's own disk)."""
     names, scores, reports, used = [], [], [], {}  # used: content digest -> name
-    for name, source in sources:
-        score, report, digest = _read_file(name, source, vocabulary)
+    for count, (name, source) in enumerate(sources, 1):
+        over = _over_upload_limits(limits, count, sum(len(score.notes) for score in scores))
+        score, report, digest = (
+            (None, FileReport(name, error=over), "") if over else _read_file(name, source, vocabulary)
+        )
         if report.error is None and digest in used:
             report = replace(report, error=f"it holds the same music as {used[digest]}")
         if report.error is None:
@@ -113,6 +128,15 @@ def load_corpus(
             log.info("%s", report.summary)
         reports.append(report)
     return Corpus(tuple(names), tuple(scores), tuple(reports), _fingerprint(used))
+
+
+def _over_upload_limits(limits: UploadLimits | None, file_number: int, notes_so_far: int) -> str | None:
+    """Why the file_number-th file of an upload is not read, or None."""
+    if limits is not None and file_number > limits.max_files:
+        return f"only the first {limits.max_files} files of an upload are used"
+    if limits is not None and notes_so_far >= limits.max_notes:
+        return f"the files before it already hold {limits.max_notes:,} notes, the most one upload may have"
+    return None
 
 
 def load_paths(paths: Iterable[str | os.PathLike], vocabulary: tokens.Vocabulary = tokens.Vocabulary()) -> Corpus:

@@ -2,8 +2,9 @@
 
 A `TrainingJob` trains (musicgen.train.train) in a worker thread that never touches the
 UI. Its progress is a plain `Progress` snapshot behind a lock, which the page polls. The
-process-wide `TrainingQueue` lets at most `max_running` jobs train at once (one TensorFlow
-training takes about 1 GB of memory); the others wait in order and know their place. A job
+process-wide `TrainingQueue` lets at most `max_running` jobs train at once, and only while
+their expected peaks (musicgen.memory) fit its share of memory together; the others wait in
+order and know their place. A job
 nobody has looked at for `abandon_seconds` (its browser tab was closed) stops by itself,
 keeping its finished epochs like any stopped job: asking again resumes after the last one.
 """
@@ -17,19 +18,24 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from musicgen import memory
 from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.sessions import FOREGROUND, GENERIC_ERROR, sentence
 from musicgen.tokens import Vocabulary
 from musicgen.workspace import Workspace
 
 PAUSE_SECONDS = 3.0  # longest a training waits between two batches for pieces being composed
+# What the app offers for a new model and its training (tests check that every combination fits the memory budget).
+LAYER_CHOICES = (1, 2, 3)
+UNIT_CHOICES = (32, 64, 128, 256, 512)
+SEQUENCE_LENGTH_CHOICES = (16, 32, 64, 128, 256, 512)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainingRequest:
-    """Everything one training needs; checked by `check_request` before it is queued."""
+    """Everything one training needs; checked and planned by `plan_request` before it is queued."""
 
     corpus: Corpus
     model_config: object  # musicgen.model.ModelConfig; ignored when start_from is set
@@ -101,6 +107,7 @@ class TrainingJob:
         self._epochs_seen = 0
         self._last_seen = time.monotonic()
         self.run_dir = planned_run_folder(request, workspace)  # known before it starts, to keep it busy
+        self.memory_bytes = request_memory_bytes(request)  # its expected peak: the queue starts it when that fits
         self._progress = Progress("queued", request.train_config.epochs, run_dir=self.run_dir)
         self._place = lambda: 0  # set by the queue
 
@@ -223,29 +230,59 @@ def estimated_run_bytes(model_config) -> int:
     return 16 * numbers + 1_000_000
 
 
-def check_request(request: TrainingRequest) -> None:
-    """Refuse at once, in plain words, a training that could only fail later (ValueError)."""
-    from musicgen.bundle import read_info
-    from musicgen.dataset import split_by_file
+def plan_request(request: TrainingRequest, training_bytes: int) -> TrainingRequest:
+    """Refuse at once, in plain words, a training that could only fail later (ValueError); else the request with
+    its batch split into as many steps as `training_bytes` of memory need (the same training, in smaller steps)."""
+    from musicgen.dataset import window_starts
 
     corpus, config = request.corpus, request.train_config
     if not corpus.scores:
         raise ValueError("none of your files can be used for training: upload at least one MIDI file with notes")
-    vocabulary = read_info(Path(request.start_from))[0].vocabulary if request.start_from else Vocabulary()
-    train_part, _ = split_by_file(corpus_to_ids(corpus, vocabulary), config.validation_share, config.seed)
-    tokens = sum(len(ids) for ids in train_part)
+    tokens = training_tokens(request)
     if tokens < config.sequence_length + 2:
         raise ValueError(
             f"the training music is too short for a sequence length of {config.sequence_length}: "
             f"it has {tokens} tokens; add files or lower the sequence length"
         )
+    model = effective_model_config(request)
+    windows = len(window_starts(tokens, config.sequence_length, max(1, config.sequence_length // 2)))
+    batch = min(config.batch_size, windows)
+    steps = memory.accumulation_steps(model, batch, config.sequence_length, tokens, training_bytes)
+    if steps == 0:
+        raise ValueError(
+            f"this training needs more memory than the {training_bytes // memory.MEGABYTE} MB this server has for "
+            "training, even one window at a time: lower the sequence length or the model size"
+        )
+    if steps == 1:
+        return request
+    return replace(request, train_config=replace(config, batch_size=batch, accumulation_steps=steps))
+
+
+def training_tokens(request: TrainingRequest) -> int:
+    """Tokens of the music the run trains on (the validation files left out)."""
+    from musicgen.bundle import read_info
+    from musicgen.dataset import split_by_file
+
+    config = request.train_config
+    vocabulary = read_info(Path(request.start_from))[0].vocabulary if request.start_from else Vocabulary()
+    train_part, _ = split_by_file(corpus_to_ids(request.corpus, vocabulary), config.validation_share, config.seed)
+    return sum(len(ids) for ids in train_part)
+
+
+def request_memory_bytes(request: TrainingRequest) -> int:
+    """The peak memory a (planned) training is expected to reach."""
+    config = request.train_config
+    step_batch = config.batch_size // config.accumulation_steps
+    model = effective_model_config(request)
+    return memory.training_bytes(model, step_batch, config.sequence_length, training_tokens(request))
 
 
 class TrainingQueue:
-    """Runs jobs in worker threads, at most `max_running` at once, the others waiting in order."""
+    """Runs jobs in worker threads, at most `max_running` at once and only while their expected peaks together
+    fit in `memory_bytes` (None: no memory limit); the others wait in order."""
 
-    def __init__(self, max_running: int = 1):
-        self.max_running = max_running
+    def __init__(self, max_running: int = 1, memory_bytes: int | None = None):
+        self.max_running, self.memory_bytes = max_running, memory_bytes
         self._condition = threading.Condition()
         self._waiting: list[TrainingJob] = []
         self._running: list[TrainingJob] = []
@@ -282,7 +319,7 @@ class TrainingQueue:
     def _wait_for_turn(self, job: TrainingJob) -> bool:
         """Block until the job is first in line and a place is free; False if it was stopped first."""
         with self._condition:
-            while not (self._waiting[0] is job and len(self._running) < self.max_running):
+            while not (self._waiting[0] is job and self._room_for(job)):
                 if job.should_stop():
                     self._waiting.remove(job)
                     self._condition.notify_all()
@@ -292,3 +329,10 @@ class TrainingQueue:
             self._running.append(job)
             self._condition.notify_all()
             return True
+
+    def _room_for(self, job: TrainingJob) -> bool:
+        """True when a place is free and the job's memory fits beside the running ones' (call holding the lock)."""
+        if len(self._running) >= self.max_running:
+            return False
+        in_use = sum(running.memory_bytes for running in self._running)
+        return self.memory_bytes is None or in_use + job.memory_bytes <= self.memory_bytes

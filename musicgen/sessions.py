@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from musicgen import midi
+from musicgen import memory, midi
 from musicgen.corpus import load_folder
 from musicgen.originality import CorpusIndex, index_corpus, load_index, save_index
 from musicgen.score import Note, Score
@@ -124,6 +125,90 @@ _warmer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen-warm-up
 def warm_up_soon(composer: Composer) -> Future:
     """`warm_up` in a background thread (TensorFlow compiles without holding the interpreter lock)."""
     return _warmer.submit(warm_up, composer)
+
+
+class Composers:
+    """Loaded models shared by every visitor, held within a share of memory (musicgen.memory).
+
+    Before a model loads, the least recently used others are dropped until its estimated size
+    fits beside the rest; one too big for the whole share is refused. The built-in model is
+    part of the process's own share: never dropped, never counted. A model loads once even
+    when several visitors ask for it at the same moment.
+    """
+
+    def __init__(self, budget_bytes: int, built_in: Path):
+        self.budget_bytes, self.built_in = budget_bytes, Path(built_in).resolve()
+        self._lock = threading.Lock()
+        self._held: OrderedDict[tuple[str, float], tuple[Composer, int]] = OrderedDict()  # oldest use first
+        self._loading: dict[tuple[str, float], threading.Lock] = {}
+        self._warm_ups: dict[tuple[str, float], Future] = {}
+
+    def get(self, folder: Path, modified: float) -> Composer:
+        """The composer of a model folder whose weights changed at `modified`, loaded if needed (BundleError,
+        ValueError when it cannot be)."""
+        key = (str(Path(folder).resolve()), modified)
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                if key in self._held:
+                    self._held.move_to_end(key)
+                    return self._held[key][0]
+            cost = self._make_room_for(key)
+            composer = load_composer(Path(folder))
+            with self._lock:
+                self._held[key] = (composer, cost)
+            return composer
+
+    def warm_up(self, folder: Path, modified: float) -> Future:
+        """Compile the model's sampler once, in the background (`warm_up_soon`)."""
+        key = (str(Path(folder).resolve()), modified)
+        composer = self.get(folder, modified)
+        with self._lock:
+            if key not in self._warm_ups:
+                self._warm_ups[key] = warm_up_soon(composer)
+            return self._warm_ups[key]
+
+    def held_bytes(self) -> int:
+        """Estimated memory of the models held, the built-in one left out."""
+        with self._lock:
+            return sum(cost for _, cost in self._held.values())
+
+    def _make_room_for(self, key: tuple[str, float]) -> int:
+        """Drop the least recently used models until this one fits; its estimated cost (0 for the built-in one)."""
+        from musicgen.bundle import read_info
+
+        if Path(key[0]) == self.built_in:
+            return 0
+        cost = memory.composer_bytes(read_info(Path(key[0]))[0].model_config)
+        if cost > self.budget_bytes:
+            raise ValueError(
+                f"this model needs about {cost // memory.MEGABYTE} MB to compose, more than the "
+                f"{self.budget_bytes // memory.MEGABYTE} MB this server keeps for visitors' models"
+            )
+        with self._lock:
+            for old in list(self._held):
+                if sum(held for _, held in self._held.values()) + cost <= self.budget_bytes:
+                    break
+                if self._held[old][1]:
+                    del self._held[old]
+                    self._warm_ups.pop(old, None)
+        return cost
+
+
+class Renderer:
+    """Turns pieces into audio with FluidSynth, at most `at_once` at a time: each FluidSynth process holds
+    the whole soundfont in memory (musicgen.memory.RENDER_MEGABYTES); the others wait their turn."""
+
+    def __init__(self, at_once: int):
+        self._slots = threading.BoundedSemaphore(at_once)
+
+    def render(self, midi_bytes: bytes, sample_rate_hz: int) -> bytes:
+        """The FLAC bytes of a MIDI file (musicgen.audio.render); trainings pause meanwhile."""
+        from musicgen import audio
+
+        with FOREGROUND.making_music(), self._slots:
+            return audio.render(midi_bytes, sample_rate_hz=sample_rate_hz)
 
 
 @dataclass(frozen=True)

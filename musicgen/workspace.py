@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -205,7 +204,8 @@ class Workspace:
 
     def model_folders(self) -> list[Path]:
         """Trained and opened models (folders that hold weights), newest first."""
-        folders = [path.parent for base in (self.runs, self.models) for path in base.glob(f"*/{WEIGHTS_FILE}")]
+        weights = [path for base in (self.runs, self.models) for path in base.glob(f"*/{WEIGHTS_FILE}")]
+        folders = [path.parent for path in weights if not path.parent.name.startswith(".")]  # .partial: being written
         return sorted(folders, key=lambda folder: (folder / WEIGHTS_FILE).stat().st_mtime, reverse=True)
 
     def save_corpus(
@@ -354,27 +354,22 @@ class ModelSummary:
 
 
 def model_summary(folder: Path) -> ModelSummary:
-    """A plain description of a model folder; never raises (a damaged folder says so)."""
+    """A plain description of a model folder from its validated files; never raises (a damaged folder says so)."""
+    from musicgen.bundle import BundleError, describe_bundle, selection_loss
+
     folder = Path(folder)
     try:
-        config = json.loads((folder / "config.json").read_text())["model"]
-        files = len(json.loads((folder / "corpus.json").read_text())["files"])
-        history = json.loads((folder / "history.json").read_text()) if (folder / "history.json").exists() else []
-    except (OSError, ValueError, KeyError, TypeError):
+        described = describe_bundle(folder)
+    except BundleError:
         return ModelSummary(f"{folder.name} (damaged)", "its files cannot be read")
+    files, model, best = described.file_count, described.model_config, described.best_epoch
     name = f"your model {folder.name[:6]}" if folder.parent.name == "runs" else f"opened model {folder.name}"
-    title = f"{name}: {_count(files, 'file')}, {_count(len(history), 'epoch')}"
-    details = f"{config['layers']} layers × {config['units']} units, learned from {_count(files, 'file')}"
-    if history:
-        best = min(history, key=selection_loss)
-        loss = "validation loss" if best.get("validation_loss") is not None else "loss"
-        details += f"; best {loss} {selection_loss(best):.2f} (epoch {best['epoch']} of {len(history)})"
+    title = f"{name}: {_count(files, 'file')}, {_count(len(described.history), 'epoch')}"
+    details = f"{model.layers} layers × {model.units} units, learned from {_count(files, 'file')}"
+    if best is not None:
+        loss = "validation loss" if best.validation_loss is not None else "loss"
+        details += f"; best {loss} {selection_loss(asdict(best)):.2f} (epoch {best.epoch} of {len(described.history)})"
     return ModelSummary(title, details)
-
-
-def selection_loss(entry: dict) -> float:
-    """The loss that picks the best epoch, as musicgen.bundle does: validation loss when there is one."""
-    return entry["validation_loss"] if entry.get("validation_loss") is not None else entry["loss"]
 
 
 def model_name(folder: Path) -> str:

@@ -68,7 +68,7 @@ def set_training(at: AppTest, epochs=1, sequence_length=16, units=32, layers=1) 
     widget(at, "slider", "Epochs").set_value(epochs)
     widget(at, "select_slider", "Sequence length").set_value(sequence_length)
     widget(at, "select_slider", "Units per layer").set_value(units)
-    widget(at, "slider", "Layers").set_value(layers)
+    widget(at, "select_slider", "Layers").set_value(layers)
 
 
 def run_until(at: AppTest, condition, what: str) -> AppTest:
@@ -216,7 +216,8 @@ def test_a_damaged_model_is_reported_plainly(monkeypatch, tiny, tmp_path):
     (damaged / "vocabulary.json").write_text("{")
     monkeypatch.setenv("MUSICGEN_MODEL", str(damaged))
     at = open_app()
-    assert texts(at, "error") == ["Could not load the model. The model's vocabulary.json is damaged."]
+    expected = "Could not load the model. The model's vocabulary.json is damaged: it is not valid JSON."
+    assert texts(at, "error") == [expected]
 
 
 def test_without_a_synthesizer_the_page_says_so_once_and_shows_the_music(monkeypatch, tmp_path):

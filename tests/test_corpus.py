@@ -12,6 +12,7 @@ from musicgen.corpus import (
     MAX_CORPUS_TOKENS,
     ONLY_DRUMS,
     FileReport,
+    UploadLimits,
     corpus_to_ids,
     load_corpus,
     load_folder,
@@ -229,3 +230,18 @@ def test_corpus_to_ids_gives_the_int32_tokens_of_every_used_score():
     sequences = corpus_to_ids(corpus, Vocabulary())
     assert len(sequences) == 19 and all(ids.dtype == np.int32 for ids in sequences)
     assert [ids.tolist() for ids in sequences] == [encode(score, Vocabulary()) for score in corpus.scores]
+
+
+def test_an_upload_reads_at_most_its_file_limit_and_reports_the_rest_unread():
+    files = [(f"tune{number}.mid", tune(number)) for number in range(5)] + [("broken.mid", b"never read")]
+    corpus = load_corpus(files, limits=UploadLimits(max_files=3, max_notes=10**6))
+    assert corpus.names == ("tune0.mid", "tune1.mid", "tune2.mid")
+    assert [report.error for report in corpus.reports[3:]] == ["only the first 3 files of an upload are used"] * 3
+
+
+def test_an_upload_stops_reading_once_its_files_hold_the_note_limit():
+    files = [(f"tune{number}.mid", tune(number)) for number in range(4)]
+    notes_each = len(load_corpus(files[:1]).scores[0].notes)
+    corpus = load_corpus(files, limits=UploadLimits(max_files=100, max_notes=2 * notes_each))
+    assert corpus.names == ("tune0.mid", "tune1.mid")
+    assert "already hold" in corpus.reports[2].error

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from musicgen import jobs, midi, sessions
+from musicgen import jobs, memory, midi, sessions
 from musicgen.corpus import load_corpus, load_folder
 from musicgen.model import ModelConfig
 from musicgen.train import TrainConfig
@@ -196,13 +196,13 @@ def test_music_too_short_for_the_sequence_length_is_refused_at_once():
         load_corpus(music_files(1, notes=8)), ModelConfig(**TINY_MODEL), TrainConfig(sequence_length=512)
     )
     with pytest.raises(ValueError, match="too short for a sequence length of 512"):
-        jobs.check_request(short)
+        jobs.plan_request(short, memory.MemoryBudget().training_bytes)
 
 
 def test_uploads_with_no_usable_file_are_refused_at_once():
     nothing = jobs.TrainingRequest(load_corpus([("a.mid", b"junk")]), ModelConfig(**TINY_MODEL), TrainConfig())
     with pytest.raises(ValueError, match="none of your files can be used"):
-        jobs.check_request(nothing)
+        jobs.plan_request(nothing, memory.MemoryBudget().training_bytes)
 
 
 # Progress in words.

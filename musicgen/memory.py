@@ -1,0 +1,137 @@
+"""What each piece of work costs in memory, and the budget the app process lives within.
+
+The hosted demo is one process for every visitor (Streamlit Community Cloud gives the
+process and its children about 2.7 GB; past that the container restarts and every visitor
+loses their work). `MemoryBudget` splits MUSICGEN_MEMORY_MB into fixed shares, so that no
+request can take memory another part of the app needs:
+
+- the process itself: Python, Streamlit, TensorFlow and the built-in model with its
+  compiled sampler (`BASE_MEGABYTES`);
+- composing and rendering: every FluidSynth process holds the whole soundfont, so at most
+  `renders` run at once (`RENDER_MEGABYTES` each);
+- visitors' own models held loaded (`model_megabytes`; the model cache drops the least
+  recently used ones to stay in it);
+- training: the rest. A training's peak is estimated before it starts; one whose batch does
+  not fit the share in one step runs it in smaller steps whose gradients add up (the same
+  training in less memory), and trainings whose peaks together would pass the share wait.
+
+The formulas are fitted to peak RSS measured in child processes (benchmarks/memory.py prints
+measured against estimated) and carry a safety margin. This module imports no TensorFlow:
+the page uses it to offer only settings that can run. Model settings are read by attribute
+(layers, units, embedding_size, vocabulary_size), as `musicgen.model.ModelConfig` has them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from musicgen.validation import check_ranges
+
+MEMORY_VARIABLE = "MUSICGEN_MEMORY_MB"
+MEGABYTE = 1_000_000
+BASE_MEGABYTES = 1100  # the app process with TensorFlow, Streamlit and the built-in model composing (measured ~1000)
+RENDER_MEGABYTES = 200  # one FluidSynth process with the General MIDI soundfont loaded (measured 174)
+COMPOSE_MEGABYTES = 150  # compiling and running a sampler for a new variations count (measured 20-130)
+MIN_TRAINING_MEGABYTES = 300  # a budget that leaves training less than this is refused at start
+
+# Training peak over the process before it (bytes), fitted to 28 measured runs (1-4 layers, 32-1024 units,
+# sequence length 64-512, batch 8-64, float32 and bfloat16): within 0.8x-1.24x of the measured peaks.
+TRAINING_FIXED_BYTES = 80 * MEGABYTE  # graphs, tf.data buffers, the first steps' allocator pools
+BYTES_PER_PARAMETER = 20  # weights, gradients, Adam's two moments, the gradient accumulators
+BYTES_PER_UNIT_TOKEN = 80  # LSTM activations kept for the backward pass: per token, layer and unit
+BYTES_PER_EMBEDDED_TOKEN = 64  # embedding outputs and their gradients: per token and embedding width
+BYTES_PER_CORPUS_TOKEN = 16  # the token stream held by tf.data, with window offsets
+SAFETY_MARGIN = 1.3  # the largest measured peak was 1.24x the fitted formula
+
+# A model held loaded for composing: Keras weights and the sampler's copy (about 10.4 bytes a parameter,
+# measured), plus compiled sampling loops for up to four variations counts (about 20 MB each).
+COMPOSER_BYTES_PER_PARAMETER = 11
+COMPOSER_FIXED_BYTES = 100 * MEGABYTE
+
+
+def parameter_count(model) -> int:
+    """Weights of an LSTM model of these settings (musicgen.model.ModelConfig or alike)."""
+    width, count = model.embedding_size, model.vocabulary_size * model.embedding_size
+    for _ in range(model.layers):
+        count += 4 * model.units * (width + model.units + 1)
+        width = model.units
+    return count + (model.units + 1) * model.vocabulary_size
+
+
+def training_bytes(model, batch_size: int, sequence_length: int, corpus_tokens: int = 0) -> int:
+    """Estimated peak memory of training this model one step at a time on batches of this size."""
+    tokens = batch_size * sequence_length
+    estimate = (
+        TRAINING_FIXED_BYTES
+        + BYTES_PER_PARAMETER * parameter_count(model)
+        + BYTES_PER_UNIT_TOKEN * tokens * model.layers * model.units
+        + BYTES_PER_EMBEDDED_TOKEN * tokens * model.embedding_size
+        + BYTES_PER_CORPUS_TOKEN * corpus_tokens
+    )
+    return round(SAFETY_MARGIN * estimate)
+
+
+def composer_bytes(model) -> int:
+    """Estimated memory of a model held loaded for composing."""
+    return COMPOSER_FIXED_BYTES + COMPOSER_BYTES_PER_PARAMETER * parameter_count(model)
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The memory the app process (and the programs it starts) may use, split into shares."""
+
+    total_megabytes: int = 2500  # the whole process, 1500..1000000 MB; Community Cloud allows about 2700
+    renders: int = 2  # FluidSynth processes at once, 1..16
+    model_megabytes: int = 300  # visitors' own models held loaded, 100..100000 MB
+
+    def __post_init__(self) -> None:
+        check_ranges(self, total_megabytes=(1500, 1_000_000), renders=(1, 16), model_megabytes=(100, 100_000))
+        if self.training_megabytes < MIN_TRAINING_MEGABYTES:
+            needed = self.total_megabytes - self.training_megabytes + MIN_TRAINING_MEGABYTES
+            raise ValueError(
+                f"{self.total_megabytes} MB is too little for the app and a training: give at least {needed}"
+            )
+
+    @property
+    def training_megabytes(self) -> int:
+        """What is left for trainings once the process, renders and loaded models have their shares."""
+        fixed = BASE_MEGABYTES + COMPOSE_MEGABYTES + self.renders * RENDER_MEGABYTES + self.model_megabytes
+        return self.total_megabytes - fixed
+
+    @property
+    def training_bytes(self) -> int:
+        return self.training_megabytes * MEGABYTE
+
+    @property
+    def model_bytes(self) -> int:
+        return self.model_megabytes * MEGABYTE
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> MemoryBudget:
+        """The budget of MUSICGEN_MEMORY_MB (default 2500), refused in one sentence when it cannot work."""
+        environ = os.environ if environ is None else environ
+        text = environ.get(MEMORY_VARIABLE, "").strip()
+        if not text:
+            return cls()
+        if not text.isdigit():
+            raise ValueError(f"{MEMORY_VARIABLE} must be a whole number of megabytes, got {text!r}")
+        try:
+            return cls(total_megabytes=int(text))
+        except ValueError as error:
+            raise ValueError(f"{MEMORY_VARIABLE} cannot be used: {error}") from None
+
+
+def accumulation_steps(model, batch_size: int, sequence_length: int, corpus_tokens: int, budget_bytes: int) -> int:
+    """The fewest steps a batch can be split into (each a whole share of it) so that training fits the budget;
+    0 when even one window at a time does not fit."""
+    for steps in range(1, batch_size + 1):
+        if batch_size % steps == 0:
+            if training_bytes(model, batch_size // steps, sequence_length, corpus_tokens) <= budget_bytes:
+                return steps
+    return 0
+
+
+def sequence_lengths_that_fit(model, lengths: list[int], budget_bytes: int) -> list[int]:
+    """The sequence lengths at which this model can train within the budget, one window per step at worst."""
+    return [length for length in lengths if training_bytes(model, 1, length) <= budget_bytes]
