@@ -1,12 +1,14 @@
 """musicgen.sessions and musicgen.jobs for real: TensorFlow trains tiny models in worker threads."""
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from musicgen import jobs, memory, midi, sessions
+from musicgen.bundle import describe_bundle
 from musicgen.corpus import load_corpus, load_folder
 from musicgen.model import ModelConfig
 from musicgen.train import TrainConfig
@@ -270,3 +272,61 @@ def test_the_originality_index_is_built_in_a_child_process(tmp_path):
     built = sessions.MusicIndexes().get(tmp_path, steps_per_beat=4, timeout=WAIT_SECONDS)
     assert built.fingerprint == load_folder(tmp_path).fingerprint
     assert built.index.piece_count == 3
+
+
+# Loaded models within their share of memory, and renders a few at a time.
+
+
+def copies_of(model: Path, root: Path, count: int) -> list[Path]:
+    copies = []
+    for number in range(count):
+        copy = root / f"copy{number}"
+        shutil.copytree(model, copy)
+        copies.append(copy)
+    return copies
+
+
+def test_loaded_models_stay_within_their_share_the_least_recently_used_dropped_first(tiny_model, tmp_path):
+    cost = memory.composer_bytes(describe_bundle(tiny_model).model_config)
+    composers = sessions.Composers(budget_bytes=2 * cost, built_in=tmp_path / "built-in")
+    first, second, third = copies_of(tiny_model, tmp_path, 3)
+    loaded_first = composers.get(first, 1.0)
+    composers.get(second, 1.0)
+    assert composers.get(first, 1.0) is loaded_first  # held: the same object, and now the most recent
+    composers.get(third, 1.0)  # the second, least recently used, makes room
+    assert composers.held_bytes() == 2 * cost
+    assert composers.get(first, 1.0) is loaded_first
+    assert composers.get(second, 1.0) is not None  # loads again, dropping the third
+
+
+def test_a_model_too_big_for_the_share_is_refused_in_one_sentence_and_the_built_in_one_is_not_counted(tiny_model):
+    composers = sessions.Composers(budget_bytes=1, built_in=tiny_model)
+    assert composers.get(tiny_model, 1.0) is not None and composers.held_bytes() == 0
+    other = sessions.Composers(budget_bytes=1, built_in=tiny_model.parent / "elsewhere")
+    with pytest.raises(ValueError, match=r"^this model needs about \d+ MB to compose, more than the 0 MB"):
+        other.get(tiny_model, 1.0)
+
+
+def test_renders_wait_for_a_free_slot(monkeypatch):
+    from musicgen import audio
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_render(midi_bytes, sample_rate_hz):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return b"flac"
+
+    monkeypatch.setattr(audio, "render", slow_render)  # FluidSynth itself is tested in test_audio.py
+    renderer = sessions.Renderer(at_once=2)
+    threads = [threading.Thread(target=renderer.render, args=(b"midi", 32_000)) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2
