@@ -69,7 +69,7 @@ def composition(budget: memory.MemoryBudget) -> None:
     share = memory.BASE_MEGABYTES + memory.COMPOSE_MEGABYTES + budget.renders * memory.RENDER_MEGABYTES
     print(
         f"largest composition (4 x 120 s, renders {budget.renders} at once): peak {result['peak'] / MB:.0f} MB "
-        f"with FluidSynth ({result['children'] / MB:.0f} MB the largest child), "
+        f"with FluidSynth (its processes held at most {result['children'] / MB:.0f} MB at once), "
         f"against base + composing + renders {share} MB"
     )
 

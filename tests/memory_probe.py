@@ -42,7 +42,10 @@ def peak_bytes() -> int:
 
 
 class ChildWatcher:
-    """The largest RSS that any child process of this one reached, sampled every 10 ms."""
+    """The most memory that this process's children held at once, sampled every 10 ms.
+
+    Counted as private memory (/proc/PID/smaps_rollup): a child forked from this process shares its
+    pages until it starts its program, so its RSS would count them twice."""
 
     def __init__(self):
         self.largest = 0
@@ -51,19 +54,34 @@ class ChildWatcher:
         self._thread.start()
 
     def _watch(self) -> None:
-        children = Path(f"/proc/self/task/{threading.main_thread().native_id}/children")
         while not self._stop.wait(0.01):
-            for pid in children.read_text().split():
-                try:
-                    fields = Path(f"/proc/{pid}/statm").read_text().split()
-                except OSError:
-                    continue
-                self.largest = max(self.largest, int(fields[1]) * resource.getpagesize())
+            self.largest = max(self.largest, sum(private_bytes(pid) for pid in child_pids()))
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.largest
+
+
+def private_bytes(pid: str) -> int:
+    """Memory only this process holds (0 once it has ended)."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return 0
+    fields = dict(line.split(":", 1) for line in lines if ":" in line and not line[0].isdigit())
+    return sum(int(fields[name].split()[0]) * 1024 for name in ("Private_Clean", "Private_Dirty") if name in fields)
+
+
+def child_pids() -> list[str]:
+    """Processes started by any thread of this one (/proc lists children per thread)."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:  # the thread ended
+            continue
+    return pids
 
 
 def probe_training(settings: dict) -> dict:
