@@ -205,6 +205,14 @@ def select_finished_model() -> None:
         st.session_state.model_choice = str(progress.run_dir)
 
 
+def training_folders() -> list[Path]:
+    """Folders a queued or running training of this visitor needs: clean-up must not remove them."""
+    job = current_job()
+    if job is None or not job.snapshot().active:
+        return []
+    return [job.run_dir] + ([job.request.start_from] if job.request.start_from else [])
+
+
 def busy_folder() -> Path | None:
     """The run folder a queued or running training of this visitor writes into."""
     job = current_job()
@@ -235,7 +243,7 @@ def open_model_zip() -> None:
     try:
         if uploaded.size > MAX_BUNDLE_BYTES:  # refused before its bytes are copied
             raise ValueError(f"this model file is over the {MODEL_UPLOAD_MEGABYTES} MB limit")
-        folder = workspace().open_model_zip(uploaded.name, uploaded.getvalue(), limits())
+        folder = workspace().open_model_zip(uploaded.name, uploaded.getvalue(), limits(), keep=training_folders())
     except Exception as error:  # noqa: BLE001 - reported on the page
         message = sessions.plain_message(error)
         if message is None:
@@ -536,8 +544,17 @@ def originality(results: sessions.Results, piece: sessions.Piece, space: Workspa
 
 def read_uploaded(files) -> tuple[tuple[tuple[str, bytes], ...], Corpus | None]:
     """(name, bytes) of the uploaded files and what was read from them (None without files)."""
-    named = tuple((file.name, file.getvalue()) for file in files or [])
+    named = tuple((file.name, upload_bytes(file, number)) for number, file in enumerate(files or [], 1))
     return named, read_uploads(named) if named else None
+
+
+def upload_bytes(file, number: int) -> bytes:
+    """The bytes of the number-th uploaded file that will be read: none past the upload's file limit (the
+    corpus reports it unread), and never more than one byte over the size limit (midi.read refuses it)."""
+    if number > UploadLimits().max_files:
+        return b""
+    file.seek(0)
+    return file.read(MAX_FILE_BYTES + 1)
 
 
 def training_section(space: Workspace, model_folder: Path) -> None:
@@ -644,7 +661,7 @@ def start_training(space, files, music, train_settings: dict, model_settings: di
             f"{request.train_config.accumulation_steps} smaller steps: the same training, only slower."
         )
     needed = jobs.estimated_run_bytes(jobs.effective_model_config(request))
-    keep = [continue_from] if continue_from else []
+    keep = [jobs.planned_run_folder(request, space)] + ([continue_from] if continue_from else [])
     removed = space.save_corpus(files, music, limits(), keep) + space.make_room(needed, limits(), keep)
     if removed:
         st.info(f"To make room, your oldest models were removed: {', '.join(removed)}.")

@@ -57,6 +57,8 @@ def make_dataset(
     if shuffle:
         dataset = dataset.shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
     if shuffle and accumulation_steps > 1:
+        if len(starts) < batch_size:
+            raise ValueError(f"{len(starts)} training windows cannot make one batch of {batch_size} to accumulate")
         dataset = dataset.take(len(starts) // batch_size * batch_size)
     part = batch_size // accumulation_steps
     dataset = dataset.batch(part, drop_remainder=shuffle and len(starts) >= batch_size)

@@ -134,6 +134,10 @@ class TrainingJob:
         Called between batches, it first lets any piece being composed finish (up to PAUSE_SECONDS).
         """
         FOREGROUND.wait_until_idle(PAUSE_SECONDS)
+        return self.stop_requested()
+
+    def stop_requested(self) -> bool:
+        """True once a stop was asked for or nobody has looked for abandon_seconds; never waits."""
         with self._lock:
             abandoned = time.monotonic() - self._last_seen > self.abandon_seconds
         if abandoned and not self._stop.is_set():
@@ -253,8 +257,6 @@ def plan_request(request: TrainingRequest, training_bytes: int) -> TrainingReque
             f"this training needs more memory than the {training_bytes // memory.MEGABYTE} MB this server has for "
             "training, even one window at a time: lower the sequence length or the model size"
         )
-    if steps == 1:
-        return request
     return replace(request, train_config=replace(config, batch_size=batch, accumulation_steps=steps))
 
 
@@ -274,7 +276,8 @@ def request_memory_bytes(request: TrainingRequest) -> int:
     config = request.train_config
     step_batch = config.batch_size // config.accumulation_steps
     model = effective_model_config(request)
-    return memory.training_bytes(model, step_batch, config.sequence_length, training_tokens(request))
+    accumulating = config.accumulation_steps > 1
+    return memory.training_bytes(model, step_batch, config.sequence_length, training_tokens(request), accumulating)
 
 
 class TrainingQueue:
@@ -320,7 +323,7 @@ class TrainingQueue:
         """Block until the job is first in line and a place is free; False if it was stopped first."""
         with self._condition:
             while not (self._waiting[0] is job and self._room_for(job)):
-                if job.should_stop():
+                if job.stop_requested():  # under the queue's lock: never the pause of should_stop
                     self._waiting.remove(job)
                     self._condition.notify_all()
                     return False

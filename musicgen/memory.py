@@ -38,10 +38,14 @@ MIN_TRAINING_MEGABYTES = 300  # a budget that leaves training less than this is 
 # Training peak over the process before it (bytes), fitted to 28 measured runs (1-4 layers, 32-1024 units,
 # sequence length 64-512, batch 8-64, float32 and bfloat16): within 0.8x-1.24x of the measured peaks.
 TRAINING_FIXED_BYTES = 80 * MEGABYTE  # graphs, tf.data buffers, the first steps' allocator pools
-BYTES_PER_PARAMETER = 20  # weights, gradients, Adam's two moments, the gradient accumulators
+BYTES_PER_PARAMETER = 20  # weights, gradients, Adam's two moments
+BYTES_PER_ACCUMULATED_PARAMETER = 8  # with accumulation steps: the accumulated gradients and their average
 BYTES_PER_UNIT_TOKEN = 80  # LSTM activations kept for the backward pass: per token, layer and unit
 BYTES_PER_EMBEDDED_TOKEN = 64  # embedding outputs and their gradients: per token and embedding width
 BYTES_PER_CORPUS_TOKEN = 16  # the token stream held by tf.data, with window offsets
+# Logits, their softmax and gradients, per token and vocabulary entry: the fit's vocabulary was always 187, so
+# this part of the cost could not be told apart there; it is added on top for models of larger vocabularies.
+BYTES_PER_LOGIT = 16
 SAFETY_MARGIN = 1.3  # the largest measured peak was 1.24x the fitted formula
 
 # A model held loaded for composing: Keras weights and the sampler's copy (about 10.4 bytes a parameter,
@@ -59,15 +63,20 @@ def parameter_count(model) -> int:
     return count + (model.units + 1) * model.vocabulary_size
 
 
-def training_bytes(model, batch_size: int, sequence_length: int, corpus_tokens: int = 0) -> int:
-    """Estimated peak memory of training this model one step at a time on batches of this size."""
+def training_bytes(
+    model, batch_size: int, sequence_length: int, corpus_tokens: int = 0, accumulating: bool = False
+) -> int:
+    """Estimated peak memory of training this model on steps of `batch_size` windows (`accumulating`: their
+    gradients added up over several steps)."""
     tokens = batch_size * sequence_length
+    per_parameter = BYTES_PER_PARAMETER + (BYTES_PER_ACCUMULATED_PARAMETER if accumulating else 0)
     estimate = (
         TRAINING_FIXED_BYTES
-        + BYTES_PER_PARAMETER * parameter_count(model)
+        + per_parameter * parameter_count(model)
         + BYTES_PER_UNIT_TOKEN * tokens * model.layers * model.units
         + BYTES_PER_EMBEDDED_TOKEN * tokens * model.embedding_size
         + BYTES_PER_CORPUS_TOKEN * corpus_tokens
+        + BYTES_PER_LOGIT * tokens * model.vocabulary_size
     )
     return round(SAFETY_MARGIN * estimate)
 
@@ -127,11 +136,11 @@ def accumulation_steps(model, batch_size: int, sequence_length: int, corpus_toke
     0 when even one window at a time does not fit."""
     for steps in range(1, batch_size + 1):
         if batch_size % steps == 0:
-            if training_bytes(model, batch_size // steps, sequence_length, corpus_tokens) <= budget_bytes:
+            if training_bytes(model, batch_size // steps, sequence_length, corpus_tokens, steps > 1) <= budget_bytes:
                 return steps
     return 0
 
 
 def sequence_lengths_that_fit(model, lengths: list[int], budget_bytes: int) -> list[int]:
     """The sequence lengths at which this model can train within the budget, one window per step at worst."""
-    return [length for length in lengths if training_bytes(model, 1, length) <= budget_bytes]
+    return [length for length in lengths if training_bytes(model, 1, length, accumulating=True) <= budget_bytes]

@@ -140,25 +140,33 @@ class Composers:
         self.budget_bytes, self.built_in = budget_bytes, Path(built_in).resolve()
         self._lock = threading.Lock()
         self._held: OrderedDict[tuple[str, float], tuple[Composer, int]] = OrderedDict()  # oldest use first
-        self._loading: dict[tuple[str, float], threading.Lock] = {}
+        self._loading = threading.Lock()  # one load at a time: each makes room before it loads
         self._warm_ups: dict[tuple[str, float], Future] = {}
 
     def get(self, folder: Path, modified: float) -> Composer:
         """The composer of a model folder whose weights changed at `modified`, loaded if needed (BundleError,
         ValueError when it cannot be)."""
         key = (str(Path(folder).resolve()), modified)
-        with self._lock:
-            loading = self._loading.setdefault(key, threading.Lock())
-        with loading:
-            with self._lock:
-                if key in self._held:
-                    self._held.move_to_end(key)
-                    return self._held[key][0]
+        held = self._held_composer(key)
+        if held is not None:
+            return held
+        with self._loading:
+            held = self._held_composer(key)  # loaded by another visitor meanwhile
+            if held is not None:
+                return held
             cost = self._make_room_for(key)
             composer = load_composer(Path(folder))
             with self._lock:
                 self._held[key] = (composer, cost)
             return composer
+
+    def _held_composer(self, key: tuple[str, float]) -> Composer | None:
+        """The composer held under this key, now the most recently used; None when it is not held."""
+        with self._lock:
+            if key not in self._held:
+                return None
+            self._held.move_to_end(key)
+            return self._held[key][0]
 
     def warm_up(self, folder: Path, modified: float) -> Future:
         """Compile the model's sampler once, in the background (`warm_up_soon`)."""
@@ -207,7 +215,7 @@ class Renderer:
         """The FLAC bytes of a MIDI file (musicgen.audio.render); trainings pause meanwhile."""
         from musicgen import audio
 
-        with FOREGROUND.making_music(), self._slots:
+        with self._slots, FOREGROUND.making_music():
             return audio.render(midi_bytes, sample_rate_hz=sample_rate_hz)
 
 

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 class Limits:
     """Resource limits of one app process; `from_environment` reads them from MUSICGEN_* variables."""
 
-    max_trainings: int = 1  # trainings running at once in the process, 1..16 (each takes about 1 GB)
+    max_trainings: int = 1  # trainings running at once in the process, 1..16 (all within the memory budget)
     session_megabytes: int = 300  # disk one session may fill, 10..100000 MB
     total_megabytes: int = 5000  # disk all sessions may fill before the least recently used go, 10..10**6 MB
     max_age_hours: float = 24.0  # a session folder unused this long is removed, 0.01..10000 hours
@@ -235,12 +235,12 @@ class Workspace:
         folder = self.corpora / fingerprint[:16]
         return folder if folder.is_dir() else None
 
-    def open_model_zip(self, file_name: str, data: bytes, limits: Limits) -> Path:
+    def open_model_zip(self, file_name: str, data: bytes, limits: Limits, keep: Iterable[Path] = ()) -> Path:
         """Check an uploaded model zip, then unpack it into models/; BundleError (and nothing removed) when bad."""
         from musicgen.bundle import read_model_zip, write_bundle_files
 
         files = read_model_zip(data)  # before make_room: a refused file must not cost the visitor a model
-        self.make_room(sum(len(content) for content in files.values()), limits)
+        self.make_room(sum(len(content) for content in files.values()), limits, keep)
         name = slug(Path(file_name).stem).removeprefix("musicgen-model-") or "model"
         folder = free_name(self.models / name)
         write_bundle_files(files, folder)
@@ -254,13 +254,17 @@ class Workspace:
                 f"this needs {needed_bytes / 1e6:.0f} MB, more than the {cap / 1e6:.0f} MB a visitor may use"
             )
         keep = {Path(path).resolve() for path in keep}
+        removable = [
+            folder for folder in reversed(self.model_folders()) if folder.resolve() not in keep
+        ]  # oldest first
+        if self.size_bytes() - sum(folder_size(folder) for folder in removable) + needed_bytes > cap:
+            raise ValueError("your workspace is full: download the models you want to keep, then reload the page")
         removed = []
-        for folder in reversed(self.model_folders()):  # oldest first
+        for folder in removable:
             if self.size_bytes() + needed_bytes <= cap:
                 break
-            if folder.resolve() not in keep:
-                removed.append(model_summary(folder).title)
-                shutil.rmtree(folder, ignore_errors=True)
+            removed.append(model_summary(folder).title)
+            shutil.rmtree(folder, ignore_errors=True)
         if self.size_bytes() + needed_bytes > cap:
             raise ValueError("your workspace is full: download the models you want to keep, then reload the page")
         return removed

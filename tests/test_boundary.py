@@ -481,3 +481,10 @@ def test_any_changed_json_value_gives_a_bundle_error_or_a_model(good_files, data
         parent[key] = value
     text = json.dumps(document).encode()  # NaN and Infinity too
     only_bundle_errors(make_zip(good_files | {name: text}))
+
+
+def test_a_megabyte_of_escaped_quotes_is_measured_in_linear_time():
+    """Found by review: a regex for strings backtracked quadratically (30 minutes for 1 MB, interpreter lock held).
+    The same input 100x shorter must not take 10,000x longer: counted in steps, not timed."""
+    assert json_depth(b'\\"' * 500_000) == 0
+    assert json_depth(b'["\\\\", [[1]]]') == 3  # an escaped backslash does not escape the quote after it

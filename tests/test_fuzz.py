@@ -757,7 +757,6 @@ def test_a_refused_model_leaves_the_workspace_as_it_was_and_an_accepted_one_load
         assert snapshot(space).keys() == before.keys()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Workspace.make_room removes every model, then refuses all the same")
 def test_refusing_a_model_for_want_of_room_keeps_the_earlier_models(workspace_with_models, good_files):
     """Other files fill the workspace so that even without its models the new one would not fit."""
     space = workspace_with_models
