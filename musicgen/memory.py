@@ -30,14 +30,16 @@ from musicgen.validation import check_ranges
 
 MEMORY_VARIABLE = "MUSICGEN_MEMORY_MB"
 MEGABYTE = 1_000_000
-BASE_MEGABYTES = 1100  # the app process with TensorFlow, Streamlit and the built-in model composing (measured ~1000)
+BASE_MEGABYTES = 1000  # the app process with TensorFlow, Streamlit and the built-in model composing (measured 875)
 RENDER_MEGABYTES = 200  # one FluidSynth process with the General MIDI soundfont loaded (measured 174)
 COMPOSE_MEGABYTES = 150  # compiling and running a sampler for a new variations count (measured 20-130)
 MIN_TRAINING_MEGABYTES = 300  # a budget that leaves training less than this is refused at start
 
 # Training peak over the process before it (bytes), fitted to 28 measured runs (1-4 layers, 32-1024 units,
 # sequence length 64-512, batch 8-64, float32 and bfloat16): within 0.8x-1.24x of the measured peaks.
-TRAINING_FIXED_BYTES = 80 * MEGABYTE  # graphs, tf.data buffers, the first steps' allocator pools
+TRAINING_FIXED_BYTES = (
+    200 * MEGABYTE
+)  # graphs, tf.data buffers, allocator pools: 80 fitted, up to 200 more on a busy machine
 BYTES_PER_PARAMETER = 20  # weights, gradients, Adam's two moments
 BYTES_PER_ACCUMULATED_PARAMETER = 8  # with accumulation steps: the accumulated gradients and their average
 BYTES_PER_UNIT_TOKEN = 80  # LSTM activations kept for the backward pass: per token, layer and unit

@@ -68,7 +68,7 @@ def test_a_training_that_cannot_fit_even_one_window_at_a_time_is_refused_in_one_
         ("lots", "MUSICGEN_MEMORY_MB must be a whole number of megabytes"),
         ("-5", "MUSICGEN_MEMORY_MB must be a whole number"),
         ("1000", "MUSICGEN_MEMORY_MB cannot be used: total_megabytes must be in range 1500"),
-        ("1600", "cannot be used: 1600 MB is too little for the app and a training: give at least 2250$"),
+        ("1600", "cannot be used: 1600 MB is too little for the app and a training: give at least 2150$"),
     ],
 )
 def test_an_unusable_memory_setting_is_refused_naming_the_variable(value, message):
@@ -77,8 +77,8 @@ def test_an_unusable_memory_setting_is_refused_naming_the_variable(value, messag
 
 
 def test_the_memory_setting_sizes_the_training_share():
-    assert memory.MemoryBudget.from_environment({}).training_megabytes == 550
-    assert memory.MemoryBudget.from_environment({"MUSICGEN_MEMORY_MB": "4000"}).training_megabytes == 2050
+    assert memory.MemoryBudget.from_environment({}).training_megabytes == 650
+    assert memory.MemoryBudget.from_environment({"MUSICGEN_MEMORY_MB": "4000"}).training_megabytes == 2150
 
 
 class FakeJob:
