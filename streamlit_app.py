@@ -12,7 +12,6 @@ the limits that musicgen.workspace.Limits reads.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ import streamlit as st
 
 from musicgen import audio, jobs, memory, plots, sessions
 from musicgen.bundle import MAX_BUNDLE_BYTES
-from musicgen.corpus import Corpus, UploadLimits, load_corpus
+from musicgen.corpus import MAX_CORPUS_TOKENS, Corpus, UploadLimits, load_corpus
 from musicgen.midi import MAX_FILE_BYTES
 from musicgen.workspace import (
     WEIGHTS_FILE,
@@ -112,14 +111,6 @@ def renderer() -> sessions.Renderer:
 def music_indexes() -> sessions.MusicIndexes:
     """Originality indexes of training music, built in the background."""
     return sessions.MusicIndexes()
-
-
-def read_uploads(files: tuple[tuple[str, bytes], ...]) -> Corpus:
-    """The uploaded MIDI files, read once per visitor (one upload kept: uploads may be big), one report per file."""
-    key = hashlib.sha256(b"".join(hashlib.sha256(name.encode() + data).digest() for name, data in files)).digest()
-    if st.session_state.get("uploads_read", (None,))[0] != key:
-        st.session_state.uploads_read = (key, load_corpus(files, limits=UploadLimits()))
-    return st.session_state.uploads_read[1]
 
 
 @st.cache_data(show_spinner=False)
@@ -542,10 +533,20 @@ def originality(results: sessions.Results, piece: sessions.Piece, space: Workspa
         (st.warning if copies else st.caption)(f"Originality: {summary}")
 
 
-def read_uploaded(files) -> tuple[tuple[tuple[str, bytes], ...], Corpus | None]:
-    """(name, bytes) of the uploaded files and what was read from them (None without files)."""
-    named = tuple((file.name, upload_bytes(file, number)) for number, file in enumerate(files or [], 1))
-    return named, read_uploads(named) if named else None
+def read_uploaded(files) -> Corpus | None:
+    """What was read from the uploaded files, one report per file (None without files). Read once per upload
+    and visitor, and only this visitor's last upload is kept: uploads may be big."""
+    if not files:
+        return None
+    key = tuple(file.file_id for file in files)  # Streamlit's id of each upload: no bytes copied to compare
+    if st.session_state.get("uploads_read", (None,))[0] != key:
+        st.session_state.uploads_read = (key, load_corpus(uploaded_bytes(files), limits=UploadLimits()))
+    return st.session_state.uploads_read[1]
+
+
+def uploaded_bytes(files) -> tuple[tuple[str, bytes], ...]:
+    """(name, bytes) of the uploaded files, as far as they will be read."""
+    return tuple((file.name, upload_bytes(file, number)) for number, file in enumerate(files, 1))
 
 
 def upload_bytes(file, number: int) -> bytes:
@@ -561,16 +562,15 @@ def training_section(space: Workspace, model_folder: Path) -> None:
     """Upload MIDI files, set up a training, start it and watch it."""
     st.header("Teach it your own music")
     st.markdown("Upload MIDI files, then press **Train**: a new model learns from them, epoch by epoch.")
-    files, music = read_uploaded(
-        st.file_uploader(
-            "Your MIDI files (.mid, .midi)",
-            type=["mid", "midi"],
-            accept_multiple_files=True,
-            key="midi_files",
-            max_upload_size=MIDI_UPLOAD_MEGABYTES,
-            help="Several files at once, up to 2 MB each. Files that cannot be used are listed with the reason.",
-        )
+    files = st.file_uploader(
+        "Your MIDI files (.mid, .midi)",
+        type=["mid", "midi"],
+        accept_multiple_files=True,
+        key="midi_files",
+        max_upload_size=MIDI_UPLOAD_MEGABYTES,
+        help="Several files at once, up to 2 MB each. Files that cannot be used are listed with the reason.",
     )
+    music = read_uploaded(files)
     for report in music.reports if music else ():
         icon = ":material/check_circle:" if report.error is None else ":material/block:"
         st.markdown(f"{icon} {markdown_text(report.summary)}")
@@ -583,7 +583,7 @@ def training_section(space: Workspace, model_folder: Path) -> None:
     clicked = st.button("Train", type="primary", disabled=busy or music is None, help=train_help)
     if clicked and not busy:  # a click replayed into a later run must not start a second training
         with plain_errors("start training"):
-            start_training(space, files, music, train_settings, model_settings, continue_from)
+            start_training(space, uploaded_bytes(files), music, train_settings, model_settings, continue_from)
     if music is None and not busy:
         st.caption("Upload at least one MIDI file to train.")
     job = current_job()
@@ -644,7 +644,7 @@ def sequence_lengths_that_fit(model_folder: Path) -> list[int]:
         pass  # a damaged model cannot be trained further anyway; the page says so where it is chosen
     lengths = list(jobs.SEQUENCE_LENGTH_CHOICES)
     for model in models:
-        lengths = memory.sequence_lengths_that_fit(model, lengths, memory_budget().training_bytes)
+        lengths = memory.sequence_lengths_that_fit(model, lengths, MAX_CORPUS_TOKENS, memory_budget().training_bytes)
     return lengths or [min(jobs.SEQUENCE_LENGTH_CHOICES)]
 
 
@@ -660,7 +660,7 @@ def start_training(space, files, music, train_settings: dict, model_settings: di
             f"These settings need more memory than one step may have here, so each batch is learned in "
             f"{request.train_config.accumulation_steps} smaller steps: the same training, only slower."
         )
-    needed = jobs.estimated_run_bytes(jobs.effective_model_config(request))
+    needed = jobs.estimated_run_bytes(request)
     keep = [jobs.planned_run_folder(request, space)] + ([continue_from] if continue_from else [])
     removed = space.save_corpus(files, music, limits(), keep) + space.make_room(needed, limits(), keep)
     if removed:
@@ -771,7 +771,7 @@ model_folder = choose_model(space)
 loaded = load_model(model_folder)
 keep_model(model_folder, loaded)
 if loaded is not None:
-    compose_section(loaded, model_folder, read_uploaded(st.session_state.get("midi_files"))[1])
+    compose_section(loaded, model_folder, read_uploaded(st.session_state.get("midi_files")))
 results_section(space)
 st.divider()
 training_section(space, model_folder)

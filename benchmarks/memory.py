@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from musicgen import memory
-from musicgen.boundary import MAX_MODEL_PARAMETERS
+from musicgen.boundary import MAX_MODEL_PARAMETERS, parameter_count
 from musicgen.settings import ModelConfig
 from musicgen.tokens import Vocabulary
 from tests.memory_probe import REPOSITORY, make_model_folder, measure
@@ -50,7 +50,7 @@ def main() -> None:
             {"model_folder": str(Path(folder) / "largest"), "variations": 4, "seconds": 120, "renders": budget.renders},
         )
     print(
-        f"largest model ({memory.parameter_count(largest):,} parameters) held: {held['held'] / MB:.0f} MB, "
+        f"largest model ({parameter_count(largest):,} parameters) held: {held['held'] / MB:.0f} MB, "
         f"estimate {held['estimate'] / MB:.0f} MB, models' share {budget.model_megabytes} MB"
     )
     training(budget, largest, "the largest model trained further")
@@ -90,9 +90,7 @@ def largest_model() -> ModelConfig:
     """The widest 3-layer model of embedding 64 under MAX_MODEL_PARAMETERS."""
     vocabulary_size = len(Vocabulary())
     units = max(
-        u
-        for u in range(8, 1025, 8)
-        if memory.parameter_count(ModelConfig(vocabulary_size, 64, 3, u)) <= MAX_MODEL_PARAMETERS
+        u for u in range(8, 1025, 8) if parameter_count(ModelConfig(vocabulary_size, 64, 3, u)) <= MAX_MODEL_PARAMETERS
     )
     return ModelConfig(vocabulary_size=vocabulary_size, embedding_size=64, layers=3, units=units)
 

@@ -430,7 +430,15 @@ def inspect_weights(data: bytes, config: ModelConfig) -> None:
             _passed.popitem(last=False)
 
 
+_inspections = threading.BoundedSemaphore(1)  # one child at a time (~150 MB each); one takes ~0.1 s
+
+
 def _run_inspection(data: bytes, layout: str) -> str | None:
+    with _inspections:
+        return _inspect_in_child(data, layout)
+
+
+def _inspect_in_child(data: bytes, layout: str) -> str | None:
     root = str(Path(__file__).resolve().parents[1])  # isolated mode (-I) leaves the project off sys.path
     code = f"import sys; sys.path.insert(0, {root!r}); import musicgen.boundary as b; b.inspect_in_child()"
     environment = os.environ | {"OPENBLAS_NUM_THREADS": "1", "HDF5_PLUGIN_PRELOAD": "::"}  # "::" loads no plugins

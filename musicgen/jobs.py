@@ -4,8 +4,8 @@ A `TrainingJob` trains (musicgen.train.train) in a worker thread that never touc
 UI. Its progress is a plain `Progress` snapshot behind a lock, which the page polls. The
 process-wide `TrainingQueue` lets at most `max_running` jobs train at once, and only while
 their expected peaks (musicgen.memory) fit its share of memory together; the others wait in
-order and know their place. A job
-nobody has looked at for `abandon_seconds` (its browser tab was closed) stops by itself,
+order and know their place. A job nobody has looked at for `abandon_seconds` (its browser
+tab was closed) stops by itself,
 keeping its finished epochs like any stopped job: asking again resumes after the last one.
 """
 
@@ -19,12 +19,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from musicgen import memory
+from musicgen.boundary import parameter_count
 from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.sessions import FOREGROUND, GENERIC_ERROR, sentence
 from musicgen.tokens import Vocabulary
 from musicgen.workspace import Workspace
 
 PAUSE_SECONDS = 3.0  # longest a training waits between two batches for pieces being composed
+MAX_WAITING = 16  # trainings waiting in the queue; each holds a thread until its turn
 # What the app offers for a new model and its training (tests check that every combination fits the memory budget).
 LAYER_CHOICES = (1, 2, 3)
 UNIT_CHOICES = (32, 64, 128, 256, 512)
@@ -41,6 +43,7 @@ class TrainingRequest:
     model_config: object  # musicgen.model.ModelConfig; ignored when start_from is set
     train_config: object  # musicgen.train.TrainConfig
     start_from: Path | None = None  # a model folder whose weights (and settings) the run starts from
+    memory_bytes: int = 0  # expected peak of the planned training (set by plan_request); the queue reserves it
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,13 @@ class TrainingJob:
         self._epochs_seen = 0
         self._last_seen = time.monotonic()
         self.run_dir = planned_run_folder(request, workspace)  # known before it starts, to keep it busy
-        self.memory_bytes = request_memory_bytes(request)  # its expected peak: the queue starts it when that fits
         self._progress = Progress("queued", request.train_config.epochs, run_dir=self.run_dir)
         self._place = lambda: 0  # set by the queue
+
+    @property
+    def memory_bytes(self) -> int:
+        """The training's expected peak (musicgen.memory): the queue starts it when that fits."""
+        return self.request.memory_bytes
 
     @property
     def owner(self) -> str:
@@ -208,7 +215,7 @@ def effective_model_config(request: TrainingRequest):
     """The architecture the run will have (musicgen.model.ModelConfig): the start model's, or the
     requested one sized to the vocabulary, as `musicgen.train.train` decides."""
     from musicgen.bundle import read_info
-    from musicgen.model import ModelConfig
+    from musicgen.settings import ModelConfig
 
     if request.start_from is not None:
         return read_info(Path(request.start_from))[0].model_config
@@ -223,15 +230,11 @@ def planned_run_folder(request: TrainingRequest, workspace: Workspace) -> Path:
     return run_folder(workspace.runs, request.corpus.fingerprint, config, request.train_config)
 
 
-def estimated_run_bytes(model_config) -> int:
-    """Disk a run of this architecture (musicgen.model.ModelConfig) takes: best weights plus a backup
-    with the optimizer's two moments, 4 bytes a number, and 1 MB for the rest."""
-    vocabulary, width = len(Vocabulary()), model_config.embedding_size
-    numbers = vocabulary * width + (model_config.units + 1) * vocabulary
-    for _ in range(model_config.layers):
-        numbers += 4 * model_config.units * (width + model_config.units + 1)
-        width = model_config.units
-    return 16 * numbers + 1_000_000
+def estimated_run_bytes(request: TrainingRequest) -> int:
+    """Disk the run of a planned request takes: best weights plus a backup with the optimizer's two moments
+    (and the accumulated gradients when a batch is split), 4 bytes a number, and 1 MB for the rest."""
+    copies = 4 + (request.train_config.accumulation_steps > 1)
+    return 4 * copies * parameter_count(effective_model_config(request)) + 1_000_000
 
 
 def plan_request(request: TrainingRequest, training_bytes: int) -> TrainingRequest:
@@ -257,7 +260,9 @@ def plan_request(request: TrainingRequest, training_bytes: int) -> TrainingReque
             f"this training needs more memory than the {training_bytes // memory.MEGABYTE} MB this server has for "
             "training, even one window at a time: lower the sequence length or the model size"
         )
-    return replace(request, train_config=replace(config, batch_size=batch, accumulation_steps=steps))
+    peak = memory.training_bytes(model, batch // steps, config.sequence_length, tokens, steps > 1)
+    planned = replace(config, batch_size=batch, accumulation_steps=steps)
+    return replace(request, train_config=planned, memory_bytes=peak)
 
 
 def training_tokens(request: TrainingRequest) -> int:
@@ -271,15 +276,6 @@ def training_tokens(request: TrainingRequest) -> int:
     return sum(len(ids) for ids in train_part)
 
 
-def request_memory_bytes(request: TrainingRequest) -> int:
-    """The peak memory a (planned) training is expected to reach."""
-    config = request.train_config
-    step_batch = config.batch_size // config.accumulation_steps
-    model = effective_model_config(request)
-    accumulating = config.accumulation_steps > 1
-    return memory.training_bytes(model, step_batch, config.sequence_length, training_tokens(request), accumulating)
-
-
 class TrainingQueue:
     """Runs jobs in worker threads, at most `max_running` at once and only while their expected peaks together
     fit in `memory_bytes` (None: no memory limit); the others wait in order."""
@@ -291,8 +287,10 @@ class TrainingQueue:
         self._running: list[TrainingJob] = []
 
     def submit(self, job: TrainingJob) -> TrainingJob:
-        """Queue the job and start its worker thread (which waits for its turn)."""
+        """Queue the job and start its worker thread (which waits for its turn); ValueError when the queue is full."""
         with self._condition:
+            if len(self._waiting) >= MAX_WAITING:
+                raise ValueError(f"{MAX_WAITING} trainings are already waiting here: please try again in a while")
             self._waiting.append(job)
             job._place = lambda: self.place(job)
         threading.Thread(target=self._work, args=(job,), name=f"musicgen-training-{job.number}", daemon=True).start()

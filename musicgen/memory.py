@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from musicgen.validation import check_ranges
+from musicgen.boundary import parameter_count
+from musicgen.validation import check_ranges, number_from_environment
 
 MEMORY_VARIABLE = "MUSICGEN_MEMORY_MB"
 MEGABYTE = 1_000_000
@@ -34,12 +35,13 @@ BASE_MEGABYTES = 1000  # the app process with TensorFlow, Streamlit and the buil
 RENDER_MEGABYTES = 200  # one FluidSynth process with the General MIDI soundfont loaded (measured 174)
 COMPOSE_MEGABYTES = 150  # compiling and running a sampler for a new variations count (measured 20-130)
 MIN_TRAINING_MEGABYTES = 300  # a budget that leaves training less than this is refused at start
+TOTAL_RANGE = (1500, 1_000_000)  # what MUSICGEN_MEMORY_MB may be, in MB
 
 # Training peak over the process before it (bytes), fitted to 28 measured runs (1-4 layers, 32-1024 units,
 # sequence length 64-512, batch 8-64, float32 and bfloat16): within 0.8x-1.24x of the measured peaks.
-TRAINING_FIXED_BYTES = (
-    200 * MEGABYTE
-)  # graphs, tf.data buffers, allocator pools: 80 fitted, up to 200 more on a busy machine
+# The fit's fixed part was 80 MB; a run beside the whole test suite needed 120 MB more (tf.data buffers and
+# allocator pools grow when the machine is busy), so it is 200.
+TRAINING_FIXED_BYTES = 200 * MEGABYTE
 BYTES_PER_PARAMETER = 20  # weights, gradients, Adam's two moments
 BYTES_PER_ACCUMULATED_PARAMETER = 8  # with accumulation steps: the accumulated gradients and their average
 BYTES_PER_UNIT_TOKEN = 80  # LSTM activations kept for the backward pass: per token, layer and unit
@@ -54,15 +56,6 @@ SAFETY_MARGIN = 1.3  # the largest measured peak was 1.24x the fitted formula
 # measured), plus compiled sampling loops for up to four variations counts (about 20 MB each).
 COMPOSER_BYTES_PER_PARAMETER = 11
 COMPOSER_FIXED_BYTES = 100 * MEGABYTE
-
-
-def parameter_count(model) -> int:
-    """Weights of an LSTM model of these settings (musicgen.model.ModelConfig or alike)."""
-    width, count = model.embedding_size, model.vocabulary_size * model.embedding_size
-    for _ in range(model.layers):
-        count += 4 * model.units * (width + model.units + 1)
-        width = model.units
-    return count + (model.units + 1) * model.vocabulary_size
 
 
 def training_bytes(
@@ -92,12 +85,12 @@ def composer_bytes(model) -> int:
 class MemoryBudget:
     """The memory the app process (and the programs it starts) may use, split into shares."""
 
-    total_megabytes: int = 2500  # the whole process, 1500..1000000 MB; Community Cloud allows about 2700
+    total_megabytes: int = 2500  # the whole process, TOTAL_RANGE MB; Community Cloud allows about 2700
     renders: int = 2  # FluidSynth processes at once, 1..16
     model_megabytes: int = 300  # visitors' own models held loaded, 100..100000 MB
 
     def __post_init__(self) -> None:
-        check_ranges(self, total_megabytes=(1500, 1_000_000), renders=(1, 16), model_megabytes=(100, 100_000))
+        check_ranges(self, total_megabytes=TOTAL_RANGE, renders=(1, 16), model_megabytes=(100, 100_000))
         if self.training_megabytes < MIN_TRAINING_MEGABYTES:
             needed = self.total_megabytes - self.training_megabytes + MIN_TRAINING_MEGABYTES
             raise ValueError(
@@ -125,11 +118,10 @@ class MemoryBudget:
         text = environ.get(MEMORY_VARIABLE, "").strip()
         if not text:
             return cls()
-        if not text.isdigit():
-            raise ValueError(f"{MEMORY_VARIABLE} must be a whole number of megabytes, got {text!r}")
+        total = number_from_environment(MEMORY_VARIABLE, text, TOTAL_RANGE)
         try:
-            return cls(total_megabytes=int(text))
-        except ValueError as error:
+            return cls(total_megabytes=total)
+        except ValueError as error:  # the shares leave too little for training
             raise ValueError(f"{MEMORY_VARIABLE} cannot be used: {error}") from None
 
 
@@ -143,6 +135,7 @@ def accumulation_steps(model, batch_size: int, sequence_length: int, corpus_toke
     return 0
 
 
-def sequence_lengths_that_fit(model, lengths: list[int], budget_bytes: int) -> list[int]:
-    """The sequence lengths at which this model can train within the budget, one window per step at worst."""
-    return [length for length in lengths if training_bytes(model, 1, length, accumulating=True) <= budget_bytes]
+def sequence_lengths_that_fit(model, lengths: list[int], corpus_tokens: int, budget_bytes: int) -> list[int]:
+    """The sequence lengths at which this model can train on this much music within the budget, one window
+    per step at worst."""
+    return [length for length in lengths if training_bytes(model, 1, length, corpus_tokens, True) <= budget_bytes]

@@ -27,18 +27,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from musicgen.boundary import WEIGHTS_FILE
 from musicgen.corpus import Corpus
-from musicgen.validation import check_ranges
+from musicgen.validation import check_ranges, number_from_environment
 
 RUNS_ENV = "MUSICGEN_RUNS"  # folder that holds one folder per session
 DEFAULT_RUNS_FOLDER = "musicgen-sessions"  # in the temp directory, when MUSICGEN_RUNS is not set
 ROOT_MARKER = ".musicgen-runs"  # in the runs root the app made or adopted while it was empty
 WORKSPACE_MARKER = ".musicgen-workspace"  # in each workspace; its time says when the workspace was last used
 ROOT_NOTE = f"musicgen keeps one folder per visitor here, and removes only the folders holding {WORKSPACE_MARKER}.\n"
-WEIGHTS_FILE = "model.weights.h5"
 # A visitor listening to a piece or reading the page sends nothing for minutes, and only a
 # page run marks the workspace as used: one used this recently has someone on its page.
 RECENT_USE_SECONDS = 15 * 60
+WORKSPACE_FULL = "your workspace is full: download the models you want to keep, then reload the page"
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +84,6 @@ class Limits:
             if environ.get(variable, "").strip():
                 settings[name] = number_from_environment(variable, environ[variable], cls.RANGES[name])
         return cls(**settings)
-
-
-def number_from_environment(variable: str, text: str, allowed: tuple[float, float]) -> float:
-    """The number an environment variable holds, or ValueError naming the variable and its range."""
-    low, high = allowed
-    whole = isinstance(low, int) and isinstance(high, int)
-    try:
-        value = (int if whole else float)(text.strip())
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:  # also refuses "nan"
-        kind, style = ("a whole number", ",") if whole else ("a number", ",g")
-        raise ValueError(f"{variable} must be {kind} from {low:{style}} to {high:{style}}, got {text!r}")
-    return value
 
 
 # The runs root.
@@ -254,19 +241,17 @@ class Workspace:
                 f"this needs {needed_bytes / 1e6:.0f} MB, more than the {cap / 1e6:.0f} MB a visitor may use"
             )
         keep = {Path(path).resolve() for path in keep}
-        removable = [
-            folder for folder in reversed(self.model_folders()) if folder.resolve() not in keep
-        ]  # oldest first
-        if self.size_bytes() - sum(folder_size(folder) for folder in removable) + needed_bytes > cap:
-            raise ValueError("your workspace is full: download the models you want to keep, then reload the page")
+        oldest_first = [folder for folder in reversed(self.model_folders()) if folder.resolve() not in keep]
+        if self.size_bytes() - sum(folder_size(folder) for folder in oldest_first) + needed_bytes > cap:
+            raise ValueError(WORKSPACE_FULL)  # refused before anything is removed
         removed = []
-        for folder in removable:
+        for folder in oldest_first:
             if self.size_bytes() + needed_bytes <= cap:
                 break
             removed.append(model_summary(folder).title)
             shutil.rmtree(folder, ignore_errors=True)
-        if self.size_bytes() + needed_bytes > cap:
-            raise ValueError("your workspace is full: download the models you want to keep, then reload the page")
+        if self.size_bytes() + needed_bytes > cap:  # another page run of this visitor wrote meanwhile
+            raise ValueError(WORKSPACE_FULL)
         return removed
 
 

@@ -95,7 +95,7 @@ def probe_training(settings: dict) -> dict:
     corpus = load_folder(REPOSITORY / "samples" / "bach")
     request = jobs.TrainingRequest(corpus, ModelConfig(**settings["model"]), TrainConfig(**settings["train"]))
     request = jobs.plan_request(request, settings["training_bytes"])
-    estimate = jobs.request_memory_bytes(request)
+    estimate = request.memory_bytes
     steps = {"left": settings["batches"] * request.train_config.accumulation_steps}
 
     def enough() -> bool:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from musicgen import jobs, memory
-from musicgen.corpus import load_folder
+from musicgen.corpus import MAX_CORPUS_TOKENS, load_folder
 from musicgen.settings import ModelConfig, TrainConfig
 from musicgen.tokens import Vocabulary
 from tests.memory_probe import REPOSITORY, measure
@@ -41,19 +41,19 @@ def test_the_largest_admitted_training_peaks_under_its_estimate_and_within_the_t
 def test_every_combination_the_sliders_offer_can_run_within_the_default_budget(chorales):
     for layers, units, length in itertools.product(jobs.LAYER_CHOICES, jobs.UNIT_CHOICES, jobs.SEQUENCE_LENGTH_CHOICES):
         model = ModelConfig(vocabulary_size=VOCABULARY_SIZE, layers=layers, units=units, embedding_size=64)
-        steps = memory.accumulation_steps(model, 64, length, 300_000, BUDGET.training_bytes)
+        steps = memory.accumulation_steps(model, 64, length, MAX_CORPUS_TOKENS, BUDGET.training_bytes)
         assert steps >= 1, (layers, units, length)
-        assert memory.training_bytes(model, 64 // steps, length, 300_000, steps > 1) <= BUDGET.training_bytes
+        assert memory.training_bytes(model, 64 // steps, length, MAX_CORPUS_TOKENS, steps > 1) <= BUDGET.training_bytes
 
 
 def test_a_training_that_fits_is_left_as_asked_and_a_big_one_is_split(chorales):
     small = jobs.TrainingRequest(chorales, ModelConfig(layers=1, units=32), TrainConfig(sequence_length=32))
-    assert jobs.plan_request(small, BUDGET.training_bytes) == small
+    assert jobs.plan_request(small, BUDGET.training_bytes).train_config == small.train_config
     big = jobs.TrainingRequest(chorales, ModelConfig(layers=3, units=512), TrainConfig(sequence_length=512))
     planned = jobs.plan_request(big, BUDGET.training_bytes)
     assert planned.train_config.accumulation_steps > 1
     assert planned.train_config.batch_size == 64
-    assert jobs.request_memory_bytes(planned) <= BUDGET.training_bytes
+    assert 0 < planned.memory_bytes <= BUDGET.training_bytes
 
 
 def test_a_training_that_cannot_fit_even_one_window_at_a_time_is_refused_in_one_sentence(chorales):
@@ -65,9 +65,9 @@ def test_a_training_that_cannot_fit_even_one_window_at_a_time_is_refused_in_one_
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("lots", "MUSICGEN_MEMORY_MB must be a whole number of megabytes"),
+        ("lots", "MUSICGEN_MEMORY_MB must be a whole number from 1,500 to 1,000,000, got 'lots'"),
         ("-5", "MUSICGEN_MEMORY_MB must be a whole number"),
-        ("1000", "MUSICGEN_MEMORY_MB cannot be used: total_megabytes must be in range 1500"),
+        ("1000", "MUSICGEN_MEMORY_MB must be a whole number from 1,500 to 1,000,000, got '1000'"),
         ("1600", "cannot be used: 1600 MB is too little for the app and a training: give at least 2150$"),
     ],
 )
@@ -113,3 +113,16 @@ def test_the_queue_starts_a_training_only_when_its_memory_fits_beside_the_runnin
     assert second.ran.wait(5) and third.ran.wait(5)
     second.release.set()
     third.release.set()
+
+
+def test_the_queue_refuses_a_training_when_it_is_full_in_one_sentence():
+    queue = jobs.TrainingQueue(max_running=1)
+    running = FakeJob(0)
+    queue.submit(running)
+    assert running.ran.wait(5)
+    waiting = [queue.submit(FakeJob(0)) for _ in range(jobs.MAX_WAITING)]
+    with pytest.raises(ValueError, match=f"^{jobs.MAX_WAITING} trainings are already waiting here"):
+        queue.submit(FakeJob(0))
+    for job in [running, *waiting]:
+        job.release.set()
+    assert all(job.ran.wait(5) for job in waiting)
