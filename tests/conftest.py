@@ -27,3 +27,34 @@ def scale_piece(seed: int, notes: int = 48) -> Score:
 def token_sequences() -> list[np.ndarray]:
     """Twelve short pieces as token arrays of the default vocabulary."""
     return [np.array(encode(scale_piece(seed), Vocabulary()), np.int32) for seed in range(12)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, token_sequences):
+    """A run folder of a tiny model trained one epoch on `token_sequences`."""
+    from musicgen.bundle import BundleInfo
+    from musicgen.settings import ModelConfig, TrainConfig
+    from musicgen.train import train_sequences
+
+    folder, vocabulary = tmp_path_factory.mktemp("run"), Vocabulary()
+    config = TrainConfig(epochs=1, sequence_length=16, batch_size=8)
+    model_config = ModelConfig(vocabulary_size=len(vocabulary), **TINY_MODEL)
+    train_sequences(token_sequences, folder, BundleInfo(model_config, vocabulary, "0" * 64, ["x.mid"], config))
+    return folder
+
+
+@pytest.fixture
+def space(tmp_path):
+    """A new, empty visitor workspace (musicgen.workspace.Workspace)."""
+    from musicgen.workspace import Workspace
+
+    return Workspace.create(tmp_path / "runs")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """The folder of a tiny model trained on a few tunes (tests.test_sessions.train_tiny_model)."""
+    from tests.test_sessions import train_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    return train_tiny_model(root / "tiny", root / "music")

@@ -24,7 +24,6 @@ from musicgen import boundary
 from musicgen.boundary import MAX_JSON_DEPTH, MAX_ZIP_ENTRIES, BundleError, json_depth
 from musicgen.bundle import (
     BUNDLE_FILES,
-    BundleInfo,
     bundle_to_zip,
     describe_bundle,
     load_bundle,
@@ -33,24 +32,13 @@ from musicgen.bundle import (
     write_bundle_files,
     zip_to_bundle,
 )
-from musicgen.settings import ModelConfig, TrainConfig
 from musicgen.tokens import Vocabulary
-from musicgen.train import train_sequences
 from tests.conftest import TINY_MODEL
 
 VOCABULARY = Vocabulary()
 EMBEDDING = "layers/embedding/vars/0"
 DENSE_BIAS = "layers/dense/vars/1"
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "bach"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, token_sequences):
-    folder = tmp_path_factory.mktemp("run")
-    config = TrainConfig(epochs=1, sequence_length=16, batch_size=8)
-    model_config = ModelConfig(vocabulary_size=len(VOCABULARY), **TINY_MODEL)
-    train_sequences(token_sequences, folder, BundleInfo(model_config, VOCABULARY, "0" * 64, ["x.mid"], config))
-    return folder
 
 
 @pytest.fixture(scope="module")

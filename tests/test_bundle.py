@@ -8,22 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from musicgen.bundle import BundleError, BundleInfo, bundle_to_zip, load_bundle, read_info, zip_to_bundle
+from musicgen.bundle import BundleError, bundle_to_zip, load_bundle, read_info, zip_to_bundle
 from musicgen.model import ModelConfig
 from musicgen.tokens import TokenConfig, Vocabulary
-from musicgen.train import TrainConfig, train_sequences
-from tests.conftest import TINY_MODEL
 
 VOCABULARY = Vocabulary()
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, token_sequences):
-    folder = tmp_path_factory.mktemp("run")
-    config = TrainConfig(epochs=1, sequence_length=16, batch_size=8)
-    model_config = ModelConfig(vocabulary_size=len(VOCABULARY), **TINY_MODEL)
-    train_sequences(token_sequences, folder, BundleInfo(model_config, VOCABULARY, "0" * 64, ["x.mid"], config))
-    return folder
 
 
 @pytest.fixture

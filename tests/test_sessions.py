@@ -64,17 +64,6 @@ def queue() -> jobs.TrainingQueue:
     return jobs.TrainingQueue(max_running=1)
 
 
-@pytest.fixture
-def space(tmp_path) -> Workspace:
-    return Workspace.create(tmp_path / "runs")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return train_tiny_model(root / "tiny", root / "music")
-
-
 # Training jobs.
 
 

@@ -13,20 +13,9 @@ import pytest
 from musicgen import workspace
 from musicgen.corpus import load_corpus, load_folder
 from musicgen.workspace import ROOT_MARKER, WEIGHTS_FILE, WORKSPACE_MARKER, Limits, Workspace, runs_root
-from tests.test_sessions import music_files, train_tiny_model
+from tests.test_sessions import music_files
 
 APP_FOLDER = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def space(tmp_path) -> Workspace:
-    return Workspace.create(tmp_path / "runs")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return train_tiny_model(root / "tiny", root / "music")
 
 
 def age(folder: Path, minutes: float) -> None:
