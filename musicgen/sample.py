@@ -1,19 +1,23 @@
-"""Fast autoregressive sampling: the whole generation loop runs in one compiled TensorFlow function.
+"""Fast autoregressive sampling in NumPy: no TensorFlow, nothing to compile, the first piece comes at once.
 
 The LSTM state is carried from step to step, so each new token costs one step of the
-network, not a pass over the whole window as with `model.predict` per note.
+network, not a pass over the whole window as with `model.predict` per note. Rows of several
+requests (several visitors' pieces) step together in one batch (`Batch`): a request may join
+while others are under way, and leaves as soon as its own rows end. Every row has its own
+settings and its own random stream, and its products are computed row by row (one matrix-vector
+product each, which is what BLAS does fastest at these sizes anyway), so a piece does not
+depend on what else shares its batch: the same seed gives the same piece.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import tensorflow as tf
 
 from musicgen.metrics import PITCH_CLASS_NAMES as KEY_NAMES
 from musicgen.metrics import SCALE_STEPS
-from musicgen.model import lstm_cell
 from musicgen.score import Score
 from musicgen.settings import TEMPERATURE_RANGE
 from musicgen.tokens import END, PAD, START, Vocabulary, decode, encode
@@ -98,131 +102,266 @@ def allowed_token_mask(vocabulary: Vocabulary, key: str | None) -> np.ndarray:
     return allowed
 
 
+MAX_ROWS = 64  # rows a batch steps at once; a request that does not fit waits for rows to end
+
+
+def lstm_cell(z: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """New (h, c) of an LSTM cell from its summed gate inputs z, in Keras's gate order (input, forget, cell, output)."""
+    i, f, g, o = np.split(z, 4, axis=-1)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c), c
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.tanh(0.5 * x) + 0.5  # the logistic function, without overflow
+
+
+def _rows_times(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """x (rows, n) @ matrix (n, m), one matrix-vector product per row: a row's result never depends on the others
+    (BLAS picks its kernel, and so its rounding, by the number of rows of a matrix product)."""
+    return (x[:, None, :] @ matrix)[:, 0, :]
+
+
+class Network:
+    """The weights of a model built by musicgen.model (in the order of its `get_weights`), laid out for stepping."""
+
+    def __init__(self, arrays: Sequence[np.ndarray]):
+        embedding, *cells, output_kernel, output_bias = [np.asarray(array, np.float32) for array in arrays]
+        kernel, self.first_recurrent, bias = cells[:3]
+        self.first_inputs = embedding @ kernel + bias  # (vocabulary, 4 units): the first layer's input of every id
+        # Later layers: input and recurrent kernels stacked, so that [x, h] takes one product.
+        self.upper = [(np.concatenate(cells[at : at + 2]), cells[at + 2]) for at in range(3, len(cells), 3)]
+        self.output_kernel, self.output_bias = output_kernel, output_bias
+        self.units = self.first_recurrent.shape[0]
+
+    def step(self, tokens: np.ndarray, states: list[tuple[np.ndarray, np.ndarray]]):
+        """Logits (rows, vocabulary) after one id per row, and the new (h, c) of each layer."""
+        (h, c), *upper_states = states
+        x, c = lstm_cell(self.first_inputs[tokens] + _rows_times(h, self.first_recurrent), c)
+        new_states = [(x, c)]
+        for (kernel, bias), (h, c) in zip(self.upper, upper_states, strict=True):
+            x, c = lstm_cell(_rows_times(np.concatenate([x, h], axis=1), kernel) + bias, c)
+            new_states.append((x, c))
+        return _rows_times(x, self.output_kernel) + self.output_bias, new_states
+
+
+@dataclass(eq=False)
+class Request:
+    """One call for pieces: its settings, its primer, and the pieces as they grow."""
+
+    config: SampleConfig
+    primer: list[int]
+    max_new: int  # tokens each row may generate
+    max_steps: int  # time steps each piece may last
+    allowed: np.ndarray  # (vocabulary,) ids these settings may choose
+    pieces: list[list[int]]  # generated ids of each variation, the primer not included
+    rows_left: int
+
+    @property
+    def done(self) -> bool:
+        return self.rows_left == 0
+
+    def results(self) -> list[list[int]]:
+        """Token ids of each piece, the primer first."""
+        return [self.primer + piece for piece in self.pieces]
+
+
 class Sampler:
-    """Generates from a Keras LSTM built by musicgen.model, with its weights read once."""
+    """Generates from the weights of a model built by musicgen.model (a Keras model, or its weight arrays)."""
 
-    def __init__(self, model, vocabulary: Vocabulary):
+    def __init__(self, network, vocabulary: Vocabulary):
         self.vocabulary = vocabulary
-        self.embedding = tf.constant(model.get_layer("embedding").get_weights()[0])
-        self.lstm_weights = [
-            tuple(tf.constant(w) for w in layer.get_weights())
-            for layer in model.layers
-            if layer.name.startswith("lstm_")
-        ]
-        self.output_weights = tuple(tf.constant(w) for w in model.get_layer("logits").get_weights())
-        self.units = int(self.lstm_weights[0][1].shape[0])
-        self.pitch_of_id = tf.constant(vocabulary.pitch_of_id >= 0)
-        self.shift_steps_of_id = tf.constant(vocabulary.shift_steps_of_id.astype(np.int32))
-        self.follow_mask = tf.constant(follow_mask(vocabulary))
-        self.opening_mask = tf.constant(opening_mask(vocabulary))
-        self._primer = tf.function(self._read_primer, reduce_retracing=True)
-        self._loop = tf.function(self._generate_loop, jit_compile=True, reduce_retracing=True)
+        self.network = Network(network.get_weights() if hasattr(network, "get_weights") else network)
+        self.is_pitch = vocabulary.pitch_of_id >= 0
+        self.shift_steps_of_id = vocabulary.shift_steps_of_id.astype(np.int64)
+        self.follow_mask = follow_mask(vocabulary)
+        self.opening_mask = opening_mask(vocabulary)
 
-    def generate(self, config: SampleConfig, primer: list[int] | None = None) -> list[list[int]]:
-        """Token ids of `config.variations` pieces, each starting with the primer (default: `start`)."""
+    def request(self, config: SampleConfig, primer: list[int] | None = None) -> Request:
+        """A request for `config.variations` pieces continuing the primer (default: `start`)."""
         primer = _clean_primer(primer, len(self.vocabulary))
         steps_per_beat = self.vocabulary.config.steps_per_beat
         max_steps = int(np.ceil(config.max_seconds * config.bpm / 60 * steps_per_beat))
         max_new = min(MAX_TOKENS, 8 * config.max_notes + max_steps + 16)
-        primer_ids = tf.constant(np.tile(primer, (config.variations, 1)), tf.int32)
-        ids = self._loop(
-            primer_ids[:, -1],
-            self._primer(primer_ids),
-            tf.constant(max_new, tf.int32),
-            tf.constant(max(config.temperature, 1e-6), tf.float32),
-            tf.constant(config.top_k, tf.int32),
-            tf.constant(config.top_p, tf.float32),
-            tf.constant(allowed_token_mask(self.vocabulary, config.key)),
-            tf.constant([config.seed, 0], tf.int32),
-            tf.constant(config.max_notes, tf.int32),
-            tf.constant(max_steps, tf.int32),
-            tf.constant(config.temperature < 1e-3),
-        )
-        return [primer + _cut_at_end(row) for row in ids.numpy().tolist()]
+        allowed = allowed_token_mask(self.vocabulary, config.key)
+        pieces = [[] for _ in range(config.variations)]
+        return Request(config, primer, max_new, max_steps, allowed, pieces, config.variations)
+
+    def generate(self, config: SampleConfig, primer: list[int] | None = None) -> list[list[int]]:
+        """Token ids of `config.variations` pieces, each starting with the primer (default: `start`)."""
+        batch = Batch(self)
+        request = batch.add(self.request(config, primer))
+        while not request.done:
+            batch.step()
+        return request.results()
 
     def scores(self, config: SampleConfig, primer: list[int] | None = None, program: int = 0) -> list[Score]:
         """The generated pieces as Scores, at the config's tempo and cut to its length in seconds."""
+        return self.pieces_to_scores(config, self.generate(config, primer), program)
+
+    def pieces_to_scores(self, config: SampleConfig, pieces: list[list[int]], program: int = 0) -> list[Score]:
+        """Generated ids as Scores, at the config's tempo and cut to its length in seconds."""
         microseconds_per_beat = round(60_000_000 / config.bpm)
-        pieces = [decode(ids, self.vocabulary, program, microseconds_per_beat) for ids in self.generate(config, primer)]
-        return [trim_to_seconds(piece, config.max_seconds) for piece in pieces]
-
-    def _step(self, token_ids, states):
-        """One network step for a batch of ids; returns logits and the new (h, c) per layer."""
-        x = tf.gather(self.embedding, token_ids)
-        new_states = []
-        for (kernel, recurrent_kernel, bias), (h, c) in zip(self.lstm_weights, states, strict=True):
-            h, c = lstm_cell(tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias, c)
-            new_states.append((h, c))
-            x = h
-        kernel, bias = self.output_weights
-        return tf.matmul(x, kernel) + bias, new_states
-
-    def _read_primer(self, primer):
-        """LSTM states after every primer id but the last, which the loop feeds first."""
-        zeros = tf.zeros([tf.shape(primer)[0], self.units])
-        states = [(zeros, zeros) for _ in self.lstm_weights]
-        for position in tf.range(tf.shape(primer)[1] - 1):
-            _, states = self._step(primer[:, position], states)
-        return states
-
-    def _generate_loop(
-        self, token, states, max_new, temperature, top_k, top_p, allowed, seed, max_notes, max_steps, greedy
-    ):
-        """Sample until every row has ended or a limit is reached; (batch, MAX_TOKENS) ids, padded."""
-        batch = tf.shape(token)[0]
-
-        def keep_going(index, token, states, done, notes, steps, outputs):
-            return (index < max_new) & ~tf.reduce_all(done)
-
-        def next_token(index, token, states, done, notes, steps, outputs):
-            logits, states = self._step(token, states)
-            allowed_now = allowed & tf.gather(self.follow_mask, token) & ((notes > 0)[:, None] | self.opening_mask)
-            token = _choose(logits, temperature, top_k, top_p, allowed_now, seed + [0, index], greedy)
-            token = tf.where(done, PAD, token)
-            notes += tf.cast(tf.gather(self.pitch_of_id, token), tf.int32)
-            steps += tf.gather(self.shift_steps_of_id, token)
-            done |= (token == END) | (notes > max_notes) | (steps >= max_steps)
-            return index + 1, token, states, done, notes, steps, outputs.write(index, token)
-
-        no = tf.zeros([batch], tf.int32)
-        outputs = tf.TensorArray(tf.int32, size=MAX_TOKENS, element_shape=[None])
-        start = (0, token, states, tf.zeros([batch], tf.bool), no, no, outputs)
-        *_, outputs = tf.while_loop(keep_going, next_token, start)
-        return tf.transpose(outputs.stack())
+        scores = [decode(ids, self.vocabulary, program, microseconds_per_beat) for ids in pieces]
+        return [trim_to_seconds(score, config.max_seconds) for score in scores]
 
 
-def _choose(logits, temperature, top_k, top_p, allowed, seed, greedy):
-    """One id per row: masked, temperature-scaled, top-k and top-p filtered, then sampled."""
-    logits = tf.where(allowed, logits, -1e9)
-    best = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    logits = logits / temperature
-    sorted_logits = tf.sort(logits, direction="DESCENDING", axis=-1)
-    vocabulary_size = tf.shape(logits)[-1]
-    k = tf.where(top_k > 0, tf.minimum(top_k, vocabulary_size), vocabulary_size)
-    kth_largest = sorted_logits[:, k - 1 : k]
-    cumulative = tf.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)
-    nucleus_floor = tf.reduce_min(tf.where(cumulative < top_p, sorted_logits, 1e9), axis=-1, keepdims=True)
-    logits = tf.where((logits >= kth_largest) & (logits >= nucleus_floor), logits, -1e9)
-    sampled = tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[:, 0]
-    return tf.where(greedy, best, sampled)
+@dataclass(eq=False)
+class _Row:
+    """One piece being generated."""
+
+    request: Request
+    variation: int  # 0-based
+    rng: np.random.Generator  # seeded by (seed, variation): the piece does not depend on its neighbours
+
+    def next_primer_id(self, primer_left: int) -> int:
+        return self.request.primer[len(self.request.primer) - primer_left]
+
+
+class Batch:
+    """Rows of one or more requests stepped together, one token per row and step. Not thread-safe: one thread steps
+    it, and adds requests between steps."""
+
+    def __init__(self, sampler: Sampler, max_rows: int = MAX_ROWS):
+        self.sampler, self.max_rows = sampler, max_rows
+        self._rows: list[_Row] = []
+        self._columns: dict[str, np.ndarray] = {}  # one entry per row in each
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def room(self) -> int:
+        """Rows that may still join."""
+        return self.max_rows - len(self._rows)
+
+    def add(self, request: Request) -> Request:
+        """Start the request's rows at the next step (ValueError when they do not fit)."""
+        rows = request.config.variations
+        if rows > self.room():
+            raise ValueError(f"a batch holds at most {self.max_rows} pieces")
+        self._rows += [
+            _Row(request, number, np.random.default_rng([request.config.seed, number])) for number in range(rows)
+        ]
+        self._append(self._new_columns(request, rows))
+        return request
+
+    def step(self) -> list[Request]:
+        """Advance every row by one token; the requests whose last row ended in this step."""
+        columns = self._columns
+        logits, states = self.sampler.network.step(columns["token"], self._states())
+        feeding = columns["primer_left"] > 0  # rows still reading their primer take its next id
+        token = self._choose(logits, feeding)
+        for index in np.flatnonzero(feeding):
+            token[index] = self._rows[index].next_primer_id(columns["primer_left"][index])
+        self._set_states(states)
+        ended = self._record(token, ~feeding)
+        columns["primer_left"] -= feeding
+        columns["token"] = token
+        return self._remove(ended)
+
+    def _new_columns(self, request: Request, rows: int) -> dict[str, np.ndarray]:
+        """The per-row arrays of a request's rows."""
+        config = request.config
+        columns = {
+            "token": np.full(rows, request.primer[0]),
+            "primer_left": np.full(rows, len(request.primer) - 1),
+            "notes": np.zeros(rows, int),
+            "steps": np.zeros(rows, int),
+            "made": np.zeros(rows, int),
+            "max_new": np.full(rows, request.max_new),
+            "max_notes": np.full(rows, config.max_notes),
+            "max_steps": np.full(rows, request.max_steps),
+            "temperature": np.full(rows, max(config.temperature, 1e-6), np.float32),
+            "top_k": np.full(rows, config.top_k),
+            "top_p": np.full(rows, config.top_p, np.float32),
+            "greedy": np.full(rows, config.temperature < 1e-3),
+            "allowed": np.tile(request.allowed, (rows, 1)),
+        }
+        for layer in range(len(self.sampler.network.upper) + 1):
+            columns[f"h{layer}"] = columns[f"c{layer}"] = np.zeros((rows, self.sampler.network.units), np.float32)
+        return columns
+
+    def _append(self, columns: dict[str, np.ndarray]) -> None:
+        old = self._columns
+        self._columns = {name: np.concatenate([old[name], new]) if old else new for name, new in columns.items()}
+
+    def _states(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        layers = len(self.sampler.network.upper) + 1
+        return [(self._columns[f"h{layer}"], self._columns[f"c{layer}"]) for layer in range(layers)]
+
+    def _set_states(self, states: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        for layer, (h, c) in enumerate(states):
+            self._columns[f"h{layer}"], self._columns[f"c{layer}"] = h, c
+
+    def _choose(self, logits: np.ndarray, feeding: np.ndarray) -> np.ndarray:
+        """The next id of every row under its settings and the token grammar (rows reading a primer draw nothing)."""
+        columns, sampler = self._columns, self.sampler
+        opening = (columns["notes"] == 0)[:, None]  # no rest before a piece's first note
+        allowed = columns["allowed"] & sampler.follow_mask[columns["token"]] & (~opening | sampler.opening_mask)
+        draws = zip(self._rows, feeding, strict=True)
+        uniforms = np.array([1.0 if feed else 1.0 - row.rng.random() for row, feed in draws])
+        settings = (columns[name] for name in ("temperature", "top_k", "top_p", "greedy"))
+        return choose(logits, allowed, *settings, uniforms)
+
+    def _record(self, token: np.ndarray, generating: np.ndarray) -> np.ndarray:
+        """Add the generated ids to their pieces and count them; True for rows that ended."""
+        columns, sampler = self._columns, self.sampler
+        for index in np.flatnonzero(generating):
+            row = self._rows[index]
+            row.request.pieces[row.variation].append(int(token[index]))
+        columns["notes"] += generating & sampler.is_pitch[token]
+        columns["steps"] += np.where(generating, sampler.shift_steps_of_id[token], 0)
+        columns["made"] += generating
+        limits_reached = (
+            (columns["notes"] > columns["max_notes"])
+            | (columns["steps"] >= columns["max_steps"])
+            | (columns["made"] >= columns["max_new"])
+        )
+        return generating & ((token == END) | limits_reached)
+
+    def _remove(self, ended: np.ndarray) -> list[Request]:
+        """Drop the rows that ended; the requests that are now complete."""
+        finished = []
+        for index in np.flatnonzero(ended):
+            request = self._rows[index].request
+            request.rows_left -= 1
+            if request.done:
+                finished.append(request)
+        if ended.any():
+            self._rows = [row for row, end in zip(self._rows, ended, strict=True) if not end]
+            self._columns = {name: column[~ended] for name, column in self._columns.items()}
+        return finished
+
+
+def choose(logits, allowed, temperature, top_k, top_p, greedy, uniforms) -> np.ndarray:
+    """One id per row: masked, temperature-scaled, top-k and top-p filtered, then drawn with the row's uniform number
+    in (0, 1] from the cumulative probabilities (all arguments hold one entry per row)."""
+    logits = np.where(allowed, logits, np.float32(-1e9))
+    best = logits.argmax(axis=1)
+    scaled = logits / temperature[:, None]
+    ranked = -np.sort(-scaled, axis=1)
+    vocabulary_size = scaled.shape[1]
+    k = np.where(top_k > 0, np.minimum(top_k, vocabulary_size), vocabulary_size)
+    kth_largest = ranked[np.arange(len(ranked)), k - 1][:, None]
+    ranked_probabilities = _softmax(ranked)
+    before = np.cumsum(ranked_probabilities, axis=1) - ranked_probabilities
+    nucleus_floor = np.where(before < top_p[:, None], ranked, np.inf).min(axis=1, keepdims=True)
+    kept = allowed & (scaled >= kth_largest) & (scaled >= nucleus_floor)
+    weights = np.where(kept, np.exp(scaled - scaled.max(axis=1, keepdims=True)), 0)
+    cumulative = np.cumsum(weights, axis=1)
+    drawn = (cumulative < uniforms[:, None] * cumulative[:, -1:]).sum(axis=1)
+    return np.where(greedy, best, np.minimum(drawn, vocabulary_size - 1))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(x - x.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 def _clean_primer(primer: list[int] | None, vocabulary_size: int) -> list[int]:
     """The primer with unknown ids and any `end` removed, always starting with `start`."""
     kept = [int(i) for i in primer or [] if 0 <= int(i) < vocabulary_size and int(i) not in (PAD, END)]
     return kept if kept[:1] == [START] else [START, *kept]
-
-
-def _cut_at_end(row: list[int]) -> list[int]:
-    """Generated ids up to and including `end`, padding dropped."""
-    ids = []
-    for token in row:
-        if token == PAD:
-            break
-        ids.append(token)
-        if token == END:
-            break
-    return ids
 
 
 def trim_to_seconds(score: Score, seconds: float) -> Score:
