@@ -16,8 +16,10 @@ and check uploads before TensorFlow loads.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -26,6 +28,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 import musicgen
 from musicgen import boundary
@@ -42,6 +46,9 @@ from musicgen.boundary import (  # noqa: F401  (BundleError and the limits are p
 )
 from musicgen.settings import EpochReport, ModelConfig, TrainConfig
 from musicgen.tokens import Vocabulary
+
+EVALUATION_FILE = "evaluation.json"  # written into the bundle folder by musicgen.evaluate
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,22 +122,37 @@ def _write_json(path: Path, data) -> None:
 def load_bundle(folder: Path | str, max_parameters: int | None = None) -> Bundle:
     """Load a model folder, checking every file and that settings, vocabulary and weights fit together."""
     folder = Path(folder)
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise BundleError(f"no trained model in {folder.name}: {WEIGHTS_FILE} is missing")
-    info, version = read_info(folder, max_parameters)
-    history = read_history(folder)
-    boundary.inspect_weights(
-        boundary.read_file(weights, boundary.weights_byte_limit(info.model_config)), info.model_config
-    )
+    info, version, _ = _checked_folder(folder, max_parameters)
     from musicgen.model import build_model  # TensorFlow only when a model is built
 
     model = build_model(info.model_config)
     try:
-        model.load_weights(weights)
+        model.load_weights(folder / WEIGHTS_FILE)
     except (ValueError, OSError, KeyError, TypeError, RuntimeError):  # the inspection makes this unexpected
         raise BundleError("the model's weights do not fit its settings") from None
-    return Bundle(model, info, history, folder, version)
+    return Bundle(model, info, read_history(folder), folder, version)
+
+
+def load_weight_arrays(folder: Path | str, max_parameters: int | None = None) -> tuple[BundleInfo, list[np.ndarray]]:
+    """The settings and weight arrays (in the order of the Keras model's `get_weights`) of a model folder, checked as
+    `load_bundle` checks them, without TensorFlow: what the sampler needs."""
+    info, _, weights = _checked_folder(Path(folder), max_parameters)
+    import h5py
+
+    with h5py.File(io.BytesIO(weights), "r") as file:  # the very bytes the inspection passed
+        return info, [np.asarray(file[path], np.float32) for path in boundary.weight_shapes(info.model_config)]
+
+
+def _checked_folder(folder: Path, max_parameters: int | None) -> tuple[BundleInfo, str, bytes]:
+    """Settings, library version and weights file of a model folder, every file checked against the others."""
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"no trained model in {folder.name}: {WEIGHTS_FILE} is missing")
+    info, version = read_info(folder, max_parameters)
+    read_history(folder)
+    data = boundary.read_file(weights, boundary.weights_byte_limit(info.model_config))
+    boundary.inspect_weights(data, info.model_config)
+    return info, version, data
 
 
 def read_info(folder: Path, max_parameters: int | None = None) -> tuple[BundleInfo, str]:
@@ -149,9 +171,31 @@ def read_history(folder: Path) -> list[dict]:
 
 def read_evaluation(folder: Path) -> EvaluationFigures | None:
     """The validated evaluation.json of a model folder; None when the model was never evaluated."""
-    if not (Path(folder) / "evaluation.json").exists():
+    if not (Path(folder) / EVALUATION_FILE).exists():
         return None
-    return boundary.check_evaluation(_read_json(folder, "evaluation.json"))
+    return boundary.check_evaluation(_read_json(folder, EVALUATION_FILE))
+
+
+def read_recommendation(bundle_path: str | Path) -> tuple[float, float] | None:
+    """The cached recommended temperature range; None when the current weights were never evaluated.
+
+    A damaged evaluation.json (not JSON, NaN, temperatures out of range or out of order...) is logged and ignored.
+    """
+    folder = Path(bundle_path)
+    try:
+        figures = read_evaluation(folder)
+    except BundleError as error:
+        log.warning("ignoring the %s in %s: %s", EVALUATION_FILE, folder, error)
+        return None
+    if figures is None or figures.recommended_temperatures is None or figures.weights_sha256 != weights_digest(folder):
+        return None
+    return figures.recommended_temperatures
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 of the weights file of a model folder (empty when it has none): it ties figures to weights."""
+    path = Path(folder) / WEIGHTS_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
 def _info_from_files(files: Mapping[str, bytes], max_parameters: int | None) -> tuple[BundleInfo, str]:

@@ -18,7 +18,6 @@ Four parts, all seeded and deterministic:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,14 @@ from pathlib import Path
 import numpy as np
 
 import musicgen
-from musicgen.bundle import Bundle, BundleError, BundleInfo, load_bundle, read_evaluation
+from musicgen.bundle import (  # noqa: F401  (read_recommendation is read where the figures are written)
+    EVALUATION_FILE,
+    Bundle,
+    BundleInfo,
+    load_bundle,
+    read_recommendation,
+    weights_digest,
+)
 from musicgen.corpus import Corpus, load_paths
 from musicgen.dataset import split_by_file
 from musicgen.metrics import corpus_style, histogram_distance, measure_style
@@ -47,7 +53,6 @@ from musicgen.sample import SampleConfig, Sampler
 from musicgen.score import Score
 from musicgen.tokens import Vocabulary, encode, quantize
 
-EVALUATION_FILE = "evaluation.json"  # written into the bundle folder
 REQUIRED_IMPROVEMENT = 0.15  # a shipped model must beat the best n-gram's NLL by this share
 NGRAM_ORDERS = range(1, 6)
 STYLE_TOLERANCE = 0.5  # training-piece standard deviations (mean over the measures) above the best gap
@@ -402,7 +407,7 @@ def write_evaluation(folder: Path, report: EvaluationReport) -> None:
     """Cache the key figures and the recommended range in the bundle folder."""
     figures = {
         "musicgen_version": musicgen.__version__,
-        "weights_sha256": _weights_digest(folder),  # ties the figures to these weights
+        "weights_sha256": weights_digest(folder),  # ties the figures to these weights
         "held_out_files": list(report.split.held_out),
         "exact_split": report.split.note is None,
         "lstm": asdict(report.lstm),
@@ -424,27 +429,6 @@ def _set_figures(piece_set: PieceSet) -> dict:
         "max_longest_copy": piece_set.max_longest_copy,
         "copied_phrase_share": piece_set.copied_phrase_share,
     }
-
-
-def read_recommendation(bundle_path: str | os.PathLike) -> tuple[float, float] | None:
-    """The cached recommended temperature range; None when the current weights were never evaluated.
-
-    A damaged evaluation.json (not JSON, NaN, temperatures out of range or out of order...) is logged and ignored.
-    """
-    folder = Path(bundle_path)
-    try:
-        figures = read_evaluation(folder)
-    except BundleError as error:
-        log.warning("ignoring the %s in %s: %s", EVALUATION_FILE, folder, error)
-        return None
-    if figures is None or figures.recommended_temperatures is None or figures.weights_sha256 != _weights_digest(folder):
-        return None
-    return figures.recommended_temperatures
-
-
-def _weights_digest(folder: Path) -> str:
-    path = Path(folder) / "model.weights.h5"
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
 # --- the printed report ---------------------------------------------------------------------
