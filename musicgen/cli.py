@@ -16,6 +16,7 @@ DEFAULT_RUNS = Path("runs")
 def main(argv: list[str] | None = None) -> int:
     """Run one command; 0 on success, 1 on a user error, 2 on bad arguments."""
     arguments = _parser().parse_args(argv)
+    arguments.argv = list(sys.argv[1:] if argv is None else argv)  # local workers run the same command
     try:
         if arguments.command is not info_command:
             _import_tensorflow_quietly()
@@ -85,7 +86,28 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="folder that holds the run folders")
     parser.add_argument("--out", type=Path, help="copy the finished model bundle here")
+    parser.add_argument(
+        "--workers", type=_worker_count, help="train in this many processes with tf.distribute (docs/distributed.md)"
+    )
+    parser.add_argument(
+        "--threads-per-worker", type=int, help="TensorFlow threads of each worker (default: cores / workers)"
+    )
+    parser.add_argument("--cache", type=Path, help="folder of parsed token shards (default: RUNS/token-cache)")
+    parser.add_argument(
+        "--checkpoint-steps", type=int, default=200, help="steps between a multi-worker run's checkpoints"
+    )
     parser.set_defaults(command=train_command)
+
+
+def _worker_count(text: str) -> int:
+    """The value of --workers, checked (without TensorFlow)."""
+    from musicgen.distributed import check_worker_count
+
+    try:
+        return check_worker_count(int(text))
+    except ValueError as error:
+        message = str(error) if "--workers" in str(error) else "--workers must be a whole number"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +152,8 @@ def train_command(arguments: argparse.Namespace) -> None:
         seed=arguments.seed,
         precision=arguments.precision,
     )
+    if arguments.workers is not None or os.environ.get("TF_CONFIG"):
+        return _train_on_workers(arguments, model_config, train_config)
     corpus = load_paths(_midi_paths(arguments.files))
     for report in corpus.reports:
         print(report.summary)
@@ -138,6 +162,63 @@ def train_command(arguments: argparse.Namespace) -> None:
     result = train(corpus, arguments.runs, model_config, train_config, on_epoch=_print_epoch)
     if result.resumed_from_epoch:
         print(f"resumed the earlier run after epoch {result.resumed_from_epoch}")
+    print(f"model: {result.run_dir} ({result.epochs_done} epochs)")
+    if arguments.out:
+        shutil.copytree(result.run_dir, arguments.out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("backup"))
+        print(f"copied to {arguments.out}")
+
+
+def _train_on_workers(arguments: argparse.Namespace, model_config, train_config) -> None:
+    """Start local workers (--workers), or be one worker of the cluster in TF_CONFIG."""
+    from musicgen import distributed
+
+    launched_here = os.environ.get(distributed.LOCAL_WORKER_VARIABLE) == "1"
+    if arguments.workers is not None and os.environ.get("TF_CONFIG") and not launched_here:
+        raise ValueError("TF_CONFIG is set, so this process is one worker of that cluster: leave out --workers")
+    cluster = distributed.cluster_from_tf_config(os.environ.get("TF_CONFIG"))  # checked before anything is parsed
+    show_reports = not launched_here and (cluster is None or cluster.is_chief)
+    cached = _cached_corpus(arguments, show_reports)
+    if arguments.workers is not None and not launched_here:
+        threads = arguments.threads_per_worker or max(1, (os.cpu_count() or 1) // arguments.workers)
+        distributed.launch_local_workers(arguments.argv, arguments.workers, threads, arguments.runs / "worker-logs")
+        return
+    result = distributed.train_workers(
+        cached,
+        arguments.runs,
+        model_config,
+        train_config,
+        on_epoch=_print_epoch if cluster is None or cluster.is_chief else None,
+        checkpoint_steps=arguments.checkpoint_steps,
+    )
+    _print_worker_result(arguments, result, cluster)
+
+
+def _cached_corpus(arguments: argparse.Namespace, show_reports: bool):
+    """The token shards of the files, parsed now where not cached yet; skipped files reported when asked."""
+    from musicgen.token_cache import cache_corpus
+
+    cached = cache_corpus(_midi_paths(arguments.files), arguments.cache or arguments.runs / "token-cache")
+    skipped = [report for report in cached.reports if report.error is not None]
+    if show_reports:
+        for report in skipped:
+            print(report.summary)
+        print(f"{len(cached.shards):,} of {len(cached.reports):,} files used: {cached.token_count:,} tokens")
+    if not cached.shards:
+        raise ValueError("none of the files could be used for training")
+    return cached
+
+
+def _print_worker_result(arguments: argparse.Namespace, result, cluster) -> None:
+    """The chief says where the model is and copies it to --out; every worker prints its weights' digest."""
+    import shutil
+
+    index, count = (cluster.index, len(cluster.workers)) if cluster else (0, 1)
+    print(f"worker {index} of {count}: step {result.steps_done}, weights {result.weights_digest}")
+    if index != 0:
+        return
+    if result.resumed_from_step:
+        print(f"resumed the earlier run at step {result.resumed_from_step}")
+    print(f"{result.tokens_per_second:,.0f} tokens/s on {count} workers")
     print(f"model: {result.run_dir} ({result.epochs_done} epochs)")
     if arguments.out:
         shutil.copytree(result.run_dir, arguments.out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("backup"))
