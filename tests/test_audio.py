@@ -1,12 +1,12 @@
 """musicgen.audio: real FluidSynth renders, decoded again, and every way it can fail said plainly."""
 
-import ctypes
-import ctypes.util
 import os
 import re
 import stat
 import struct
+import subprocess
 import threading
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -27,37 +27,13 @@ def chord_piece() -> Score:
     return Score(tuple(notes), (Tempo(0.0, 500_000), Tempo(4.0, 666_667)))
 
 
-class _SoundFileInfo(ctypes.Structure):
-    _fields_ = [  # libsndfile's SF_INFO
-        ("frames", ctypes.c_int64),
-        ("samplerate", ctypes.c_int),
-        ("channels", ctypes.c_int),
-        ("format", ctypes.c_int),
-        ("sections", ctypes.c_int),
-        ("seekable", ctypes.c_int),
-    ]
-
-
-def decode_flac(flac: bytes, folder: Path) -> tuple[np.ndarray, int]:
-    """Samples (frames, channels) in -1..1 and the sample rate, decoded by libsndfile.
-
-    libsndfile is the library FluidSynth writes its files with, so it is installed
-    wherever FluidSynth is; ctypes reaches it without a Python package.
-    """
-    library = ctypes.CDLL(ctypes.util.find_library("sndfile") or "libsndfile.so.1")
-    library.sf_open.restype = ctypes.c_void_p
-    library.sf_readf_float.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    library.sf_readf_float.restype = ctypes.c_int64
-    library.sf_close.argtypes = [ctypes.c_void_p]
-    path = folder / "decoded.flac"
-    path.write_bytes(flac)
-    info = _SoundFileInfo()
-    handle = library.sf_open(os.fsencode(path), 0x10, ctypes.byref(info))  # 0x10: SFM_READ
-    assert handle, "libsndfile cannot open the FLAC"
-    samples = np.zeros((info.frames, info.channels), np.float32)
-    frames = library.sf_readf_float(handle, samples.ctypes.data, info.frames)
-    library.sf_close(handle)
-    return samples[:frames], info.samplerate
+def decode_mp3(mp3: bytes, folder: Path) -> tuple[np.ndarray, int]:
+    """Samples (frames, channels) in -1..1 and the sample rate, decoded by LAME's own decoder."""
+    (folder / "decoded.mp3").write_bytes(mp3)
+    subprocess.run(["lame", "--quiet", "--decode", "decoded.mp3", "decoded.wav"], cwd=folder, check=True)
+    with wave.open(str(folder / "decoded.wav")) as decoded:
+        frames = np.frombuffer(decoded.readframes(decoded.getnframes()), np.int16)
+        return frames.reshape(-1, decoded.getnchannels()) / 32768.0, decoded.getframerate()
 
 
 def broken_soundfont(folder: Path) -> Path:
@@ -70,14 +46,13 @@ def broken_soundfont(folder: Path) -> Path:
 # Rendering.
 
 
-@pytest.mark.parametrize("sample_rate_hz", [44100, 22050])
-def test_render_gives_flac_that_sounds_for_the_whole_piece(sample_rate_hz, tmp_path):
+def test_render_gives_mp3_that_sounds_for_the_whole_piece(tmp_path):
     score = chord_piece()
-    flac = render(write(score), sample_rate_hz)
-    assert flac.startswith(b"fLaC")
-    assert 20_000 < len(flac) < 1_000_000  # about 47 kB per second at 44.1 kHz, a WAV would be 176 kB
-    samples, rate = decode_flac(flac, tmp_path)
-    assert rate == sample_rate_hz and samples.shape[1] == 2
+    mp3 = render(write(score))
+    assert audio.mp3_frames(mp3) * audio.MP3_FRAME_SAMPLES >= score.duration_seconds * audio.SAMPLE_RATE_HZ
+    assert 10_000 < len(mp3) < 150_000  # about 9 kB per second; the samples would be 176 kB per second
+    samples, rate = decode_mp3(mp3, tmp_path)
+    assert rate == audio.SAMPLE_RATE_HZ and samples.shape[1] == 2
     assert score.duration_seconds <= len(samples) / rate < score.duration_seconds + 4  # plus the release
     level_db = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
     assert -40 < level_db < -3, level_db
@@ -85,9 +60,22 @@ def test_render_gives_flac_that_sounds_for_the_whole_piece(sample_rate_hz, tmp_p
     assert np.abs(last_chord).max() > 0.05  # the slower second half is heard too
 
 
-def test_render_refuses_a_bad_sample_rate():
-    with pytest.raises(ValueError, match=r"sample_rate_hz must be in range 8000\.\.96000, got 4000"):
-        render(write(chord_piece()), 4000)
+def test_an_mp3_cut_short_is_refused(monkeypatch):
+    samples = np.full(audio.SAMPLE_RATE_HZ * 4, 1000, np.int16).tobytes()  # 2 s of stereo
+    mp3 = audio.encode_mp3(samples, "lame", 30)
+    assert audio.mp3_frames(mp3) * audio.MP3_FRAME_SAMPLES >= 2 * audio.SAMPLE_RATE_HZ
+    assert audio.mp3_frames(mp3[: len(mp3) // 2]) < audio.mp3_frames(mp3) // 2 + 1
+    assert audio.mp3_frames(b"ID3" + mp3) == 0
+    with pytest.raises(AudioError, match="could not be encoded as MP3"):
+        audio.encode_mp3(samples, "false", 30)  # an encoder that writes nothing
+
+
+def test_without_lame_the_problem_says_how_to_install_it(monkeypatch):
+    real_which = audio.shutil.which
+    monkeypatch.setattr(audio.shutil, "which", lambda name: None if name == "lame" else real_which(name))
+    assert synth_problem() == audio.INSTALL_LAME
+    with pytest.raises(AudioError, match="apt-get install lame"):
+        render(write(chord_piece()))
 
 
 @pytest.mark.parametrize(
