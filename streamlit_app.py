@@ -43,7 +43,6 @@ APP_FOLDER = Path(__file__).resolve().parent
 SHIPPED_MODEL = Path(os.environ.get("MUSICGEN_MODEL") or APP_FOLDER / "checkpoints" / "bach")
 SHIPPED_MUSIC = Path(os.environ.get("MUSICGEN_MODEL_MUSIC") or APP_FOLDER / "samples" / "bach")
 EXAMPLES = APP_FOLDER / "samples" / "demo"  # short pieces a piece can start from
-SAMPLE_RATE_HZ = 32_000  # of the audio; renders faster than 44.1 kHz and a soundfont piano sounds the same
 PROGRESS_SECONDS = 1.0  # how often the progress of a queued or running training is redrawn
 CURVE_SECONDS = 5.0  # how often its loss curve is redrawn: redrawing a chart costs the browser most
 PANEL_AFTER_END_SECONDS = 30  # the progress keeps redrawing itself this long after the end, to show it surely
@@ -103,8 +102,8 @@ def composers() -> sessions.Composers:
 
 @st.cache_resource(show_spinner=False)
 def renderer() -> sessions.Renderer:
-    """FluidSynth, a few pieces at a time."""
-    return sessions.Renderer(memory_budget().renders)
+    """FluidSynth, as many pieces at a time as there are cores and memory for."""
+    return sessions.Renderer(min(memory_budget().renders, os.cpu_count() or 1))
 
 
 @st.cache_resource(show_spinner=False)
@@ -289,13 +288,10 @@ def load_model(folder: Path) -> sessions.Composer | None:
 
 
 def get_ready(folder: Path, loaded: sessions.Composer | None) -> None:
-    """Once the page is drawn: compile the sampler, and index the shipped model's music for originality."""
-    if loaded is None:
-        return
-    with plain_errors("prepare the model"):
-        composers().warm_up(folder, weights_time(folder))
-        if folder == SHIPPED_MODEL and SHIPPED_MUSIC.is_dir():
-            music_indexes().start(SHIPPED_MUSIC, loaded.bundle.info.vocabulary.config.steps_per_beat)
+    """Once the page is drawn: index the shipped model's music for originality."""
+    if loaded is not None and folder == SHIPPED_MODEL and SHIPPED_MUSIC.is_dir():
+        with plain_errors("prepare the model"):
+            music_indexes().start(SHIPPED_MUSIC, loaded.info.vocabulary.config.steps_per_beat)
 
 
 def keep_model(folder: Path, loaded: sessions.Composer | None) -> None:
@@ -389,10 +385,15 @@ def compose_section(loaded: sessions.Composer, folder: Path, uploads: Corpus | N
         name, program = model_name(folder), INSTRUMENTS[instrument]
         pieces = sessions.compose(loaded, config, name, program, primer, primer_notes)
         workspace().forget_pieces()
-        info = loaded.bundle.info
-        st.session_state.results = sessions.Results(
+        info = loaded.info
+        results = sessions.Results(
             pieces, folder, info.fingerprint, info.vocabulary.config.steps_per_beat, config.max_seconds
         )
+        if not audio.synth_problem():  # each piece renders while the ones before it are shown
+            results.renders = {
+                piece.variation: renderer().submit(piece.midi_bytes, piece.variation) for piece in pieces
+            }
+        st.session_state.results = results
 
 
 def primer_choices(uploads: Corpus | None) -> dict:
@@ -480,8 +481,8 @@ def play(results: sessions.Results, piece: sessions.Piece, space: Workspace) -> 
     missing = number not in results.audio or not results.audio[number].exists()
     if missing and number not in results.audio_errors:
         try:
-            flac = renderer().render(piece.midi_bytes, sample_rate_hz=SAMPLE_RATE_HZ)
-            results.audio[number] = space.keep_audio(piece.file_stem, flac)
+            render = results.renders.pop(number, None) or renderer().submit(piece.midi_bytes, number)
+            results.audio[number] = space.keep_audio(piece.file_stem, render.result(), audio.AUDIO_EXTENSION)
         except audio.AudioError as error:
             results.audio_errors[number] = sessions.plain_message(error) or sessions.GENERIC_ERROR
     if number in results.audio_errors:
@@ -502,15 +503,14 @@ def downloads(results: sessions.Results, piece: sessions.Piece) -> None:
         help="The notes, for any music program.",
     )
     if piece.variation in results.audio:
-        flac_file = results.audio[piece.variation]
         audio_column.download_button(
             "Download audio",
-            flac_file.read_bytes,  # read when clicked: no second copy in memory
-            file_name=f"{piece.file_stem}.flac",
+            results.audio[piece.variation].read_bytes,  # read when clicked: no second copy in memory
+            file_name=f"{piece.file_stem}.{audio.AUDIO_EXTENSION}",
             mime=audio.AUDIO_MIME,
             on_click="ignore",
-            key=f"flac-{piece.variation}",
-            help="The sound, as a FLAC file.",
+            key=f"audio-{piece.variation}",
+            help="The sound, as an MP3 file.",
         )
 
 

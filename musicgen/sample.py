@@ -11,10 +11,12 @@ depend on what else shares its batch: the same seed gives the same piece.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import threadpoolctl
 
 from musicgen.metrics import PITCH_CLASS_NAMES as KEY_NAMES
 from musicgen.metrics import SCALE_STEPS
@@ -116,6 +118,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * np.tanh(0.5 * x) + 0.5  # the logistic function, without overflow
 
 
+@functools.cache
+def use_one_blas_thread() -> None:
+    """Limit NumPy's BLAS to one thread in this process: a product of one row is too small to share, and on two busy
+    cores BLAS threads only wait for each other (a piece took 25 times as long)."""
+    threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+
+
 def _rows_times(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """x (rows, n) @ matrix (n, m), one matrix-vector product per row: a row's result never depends on the others
     (BLAS picks its kernel, and so its rounding, by the number of rows of a matrix product)."""
@@ -170,6 +179,7 @@ class Sampler:
     """Generates from the weights of a model built by musicgen.model (a Keras model, or its weight arrays)."""
 
     def __init__(self, network, vocabulary: Vocabulary):
+        use_one_blas_thread()
         self.vocabulary = vocabulary
         self.network = Network(network.get_weights() if hasattr(network, "get_weights") else network)
         self.is_pitch = vocabulary.pitch_of_id >= 0

@@ -6,11 +6,13 @@
 - Each visitor's folder, the limits and the clean-up are in `musicgen.workspace`; training in
   worker threads, and the queue that limits it, in `musicgen.jobs`.
 
-TensorFlow is imported only when a model is loaded or trained, so the page can draw first.
+TensorFlow is imported only when a model is trained: composing runs on NumPy (musicgen.sample).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import secrets
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -89,42 +91,77 @@ class Foreground:
 FOREGROUND = Foreground()  # the one of this process
 
 
+class SamplingQueue:
+    """Requests for one model's pieces, sampled together (musicgen.sample.Batch).
+
+    One thread steps the batch while there is work. A request joins it at the next step, as long
+    as its rows fit (sample.MAX_ROWS), and is answered as soon as its own pieces end: a crowd is
+    served together instead of one after another, and a short piece waits for nobody's long one.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler  # musicgen.sample.Sampler
+        self._lock = threading.Lock()
+        self._waiting: deque[tuple[object, Future]] = deque()  # (musicgen.sample.Request, its answer)
+        self._stepping = False
+        self.largest_batch = 0  # most rows stepped together so far
+
+    def generate(self, config, primer: list[int] | None = None) -> list[list[int]]:
+        """Token ids of the pieces of one request (musicgen.sample.Sampler.generate), sampled with whatever else
+        is asked for meanwhile."""
+        answer = Future()
+        with self._lock:
+            self._waiting.append((self.sampler.request(config, primer), answer))
+            if not self._stepping:
+                self._stepping = True
+                threading.Thread(target=self._step_while_busy, name="musicgen-sampler", daemon=True).start()
+        return answer.result()
+
+    def _step_while_busy(self) -> None:
+        from musicgen.sample import Batch
+
+        batch, answers = Batch(self.sampler), {}
+        while self._take_waiting(batch, answers):
+            try:
+                finished = batch.step()
+            except Exception as error:  # a bug: everyone in the batch hears of it, and the next batch starts clean
+                log.exception("sampling failed")
+                for answer in answers.values():
+                    answer.set_exception(error)
+                batch, answers = Batch(self.sampler), {}
+                continue
+            for request in finished:
+                answers.pop(request).set_result(request.results())
+
+    def _take_waiting(self, batch, answers: dict) -> bool:
+        """Move waiting requests that fit into the batch; False (and the thread ends) when there is nothing to do."""
+        with self._lock:
+            while self._waiting and self._waiting[0][0].config.variations <= batch.room():
+                request, answer = self._waiting.popleft()
+                answers[batch.add(request)] = answer
+            self.largest_batch = max(self.largest_batch, len(batch))
+            self._stepping = len(batch) > 0
+            return self._stepping
+
+
 @dataclass(frozen=True)
 class Composer:
-    """A loaded model, its sampler and its recommended temperatures; shared by every visitor."""
+    """A loaded model, its sampling queue and its recommended temperatures; shared by every visitor."""
 
-    bundle: object  # musicgen.bundle.Bundle
-    sampler: object  # musicgen.sample.Sampler
+    folder: Path
+    info: object  # musicgen.bundle.BundleInfo
+    queue: SamplingQueue
     recommended_temperatures: tuple[float, float] | None = None
-    # One piece at a time per model: a piece takes a tenth of a second, and two threads must
-    # not compile the same sampler at once (that would only double the work on two cores).
-    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
 
 def load_composer(folder: Path) -> Composer:
-    """Load a model folder with its sampler (call `warm_up` before the first piece is wanted)."""
-    from musicgen.bundle import load_bundle
-    from musicgen.evaluate import read_recommendation
+    """Load a model folder for composing: its weights as arrays, no TensorFlow and nothing to compile."""
+    from musicgen.bundle import load_weight_arrays, read_recommendation
     from musicgen.sample import Sampler
 
-    bundle = load_bundle(folder)
-    return Composer(bundle, Sampler(bundle.model, bundle.info.vocabulary), read_recommendation(folder))
-
-
-def warm_up(composer: Composer) -> None:
-    """Compile the sampler for one variation now (about 2 s), so that the first piece comes quickly."""
-    from musicgen.sample import SampleConfig
-
-    with composer.lock:
-        composer.sampler.generate(SampleConfig(max_notes=1, max_seconds=1, variations=1))
-
-
-_warmer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen-warm-up")
-
-
-def warm_up_soon(composer: Composer) -> Future:
-    """`warm_up` in a background thread (TensorFlow compiles without holding the interpreter lock)."""
-    return _warmer.submit(warm_up, composer)
+    info, arrays = load_weight_arrays(folder)
+    queue = SamplingQueue(Sampler(arrays, info.vocabulary))
+    return Composer(Path(folder), info, queue, read_recommendation(folder))
 
 
 class Composers:
@@ -141,7 +178,6 @@ class Composers:
         self._lock = threading.Lock()
         self._held: OrderedDict[tuple[str, float], tuple[Composer, int]] = OrderedDict()  # oldest use first
         self._loading = threading.Lock()  # one load at a time: each makes room before it loads
-        self._warm_ups: dict[tuple[str, float], Future] = {}
 
     def get(self, folder: Path, modified: float) -> Composer:
         """The composer of a model folder whose weights changed at `modified`, loaded if needed (BundleError,
@@ -168,15 +204,6 @@ class Composers:
             self._held.move_to_end(key)
             return self._held[key][0]
 
-    def warm_up(self, folder: Path, modified: float) -> Future:
-        """Compile the model's sampler once, in the background (`warm_up_soon`)."""
-        key = (str(Path(folder).resolve()), modified)
-        composer = self.get(folder, modified)
-        with self._lock:
-            if key not in self._warm_ups:
-                self._warm_ups[key] = warm_up_soon(composer)
-            return self._warm_ups[key]
-
     def held_bytes(self) -> int:
         """Estimated memory of the models held, the built-in one left out."""
         with self._lock:
@@ -200,23 +227,45 @@ class Composers:
                     break
                 if self._held[old][1]:
                     del self._held[old]
-                    self._warm_ups.pop(old, None)
         return cost
 
 
 class Renderer:
-    """Turns pieces into audio with FluidSynth, at most `at_once` at a time: each FluidSynth process holds
-    the whole soundfont in memory (musicgen.memory.RENDER_MEGABYTES); the others wait their turn."""
+    """Turns pieces into audio with FluidSynth and LAME in child processes, `at_once` pieces at a time (each
+    FluidSynth holds the soundfont in memory: musicgen.memory.RENDER_MEGABYTES).
+
+    Waiting pieces go by their number in their own request, then by arrival: everyone's first piece
+    before anyone's second, so a visitor who asks for many pieces delays the others by one render at most.
+    """
 
     def __init__(self, at_once: int):
-        self._slots = threading.BoundedSemaphore(at_once)
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[int, int, bytes, Future]] = []  # heap of (variation, arrival, MIDI bytes, answer)
+        self._arrivals = itertools.count()
+        self._workers = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="musicgen-render")
 
-    def render(self, midi_bytes: bytes, sample_rate_hz: int) -> bytes:
-        """The FLAC bytes of a MIDI file (musicgen.audio.render); trainings pause meanwhile."""
+    def submit(self, midi_bytes: bytes, variation: int = 1) -> Future:
+        """A Future of the MP3 bytes of a MIDI file (musicgen.audio.render); trainings pause meanwhile."""
+        answer = Future()
+        with self._lock:
+            heapq.heappush(self._waiting, (variation, next(self._arrivals), midi_bytes, answer))
+        self._workers.submit(self._render_next)
+        return answer
+
+    def render(self, midi_bytes: bytes) -> bytes:
+        """The MP3 bytes of a MIDI file, waiting for them."""
+        return self.submit(midi_bytes).result()
+
+    def _render_next(self) -> None:
         from musicgen import audio
 
-        with self._slots, FOREGROUND.making_music():
-            return audio.render(midi_bytes, sample_rate_hz=sample_rate_hz)
+        with self._lock:
+            *_, midi_bytes, answer = heapq.heappop(self._waiting)
+        try:
+            with FOREGROUND.making_music():
+                answer.set_result(audio.render(midi_bytes))
+        except Exception as error:  # noqa: BLE001 - passed on to whoever waits for this piece
+            answer.set_exception(error)
 
 
 @dataclass(frozen=True)
@@ -242,13 +291,13 @@ def compose(
     """Generate `config.variations` pieces (config: musicgen.sample.SampleConfig) as Pieces."""
     from musicgen.sample import primer_from_score
 
-    vocabulary = composer.bundle.info.vocabulary
+    vocabulary = composer.info.vocabulary
     primer = primer_from_score(primer_score, vocabulary, primer_notes) if primer_score is not None else None
     opening = {(note.start, note.pitch) for note in decode(primer, vocabulary).notes} if primer else set()
+    with FOREGROUND.making_music():
+        ids = composer.queue.generate(config, primer)
     pieces = []
-    with FOREGROUND.making_music(), composer.lock:
-        scores = composer.sampler.scores(config, primer, program)
-    for number, score in enumerate(scores, 1):
+    for number, score in enumerate(composer.queue.sampler.pieces_to_scores(config, ids, program), 1):
         stem = piece_file_stem(model_name, config.seed, number, config.variations)
         primer_notes_found = tuple(_first_notes_at(score, opening))
         pieces.append(Piece(score, midi.write(score), stem, config.seed, number, primer_notes_found))
@@ -369,7 +418,8 @@ class Results:
     corpus_fingerprint: str  # of the music that model learned from
     steps_per_beat: int  # of that model's tokens, which originality measures on
     seconds_asked: float  # the length asked for; a piece may end sooner
-    audio: dict[int, Path] = field(default_factory=dict)  # variation -> its FLAC file in the workspace
+    renders: dict[int, Future] = field(default_factory=dict)  # variation -> its MP3 bytes, once rendered
+    audio: dict[int, Path] = field(default_factory=dict)  # variation -> its MP3 file in the workspace
     audio_errors: dict[int, str] = field(default_factory=dict)  # variation -> why it has no sound
     originality: dict[int, tuple[str, bool]] = field(default_factory=dict)  # variation -> (summary, copies)
     figures: dict[int, object] = field(default_factory=dict)  # variation -> plotly piano roll

@@ -165,11 +165,11 @@ class Workspace:
         """Audio of the pieces on show, kept on disk rather than in memory (many visitors share one process)."""
         return self.folder / "pieces"
 
-    def keep_audio(self, file_stem: str, flac: bytes) -> Path:
+    def keep_audio(self, file_stem: str, sound: bytes, extension: str) -> Path:
         """Store a piece's audio; the path to play and download it from."""
         self.pieces.mkdir(parents=True, exist_ok=True)
-        path = self.pieces / f"{slug(file_stem) or 'piece'}.flac"
-        path.write_bytes(flac)
+        path = self.pieces / f"{slug(file_stem) or 'piece'}.{extension}"
+        path.write_bytes(sound)
         return path
 
     def forget_pieces(self) -> None:

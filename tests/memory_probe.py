@@ -136,7 +136,8 @@ def probe_composer(settings: dict) -> dict:
     from musicgen.sample import SampleConfig
 
     watcher = ChildWatcher()
-    sessions.warm_up(sessions.load_composer(REPOSITORY / "checkpoints" / "bach"))
+    built_in = sessions.load_composer(REPOSITORY / "checkpoints" / "bach")
+    sessions.compose(built_in, SampleConfig(max_seconds=1), "built-in")
     before = resident_bytes()
     composer = sessions.load_composer(Path(settings["model_folder"]))
     seconds = float(settings["seconds"])
@@ -145,9 +146,9 @@ def probe_composer(settings: dict) -> dict:
         pieces = sessions.compose(composer, config, "probe")
     held = resident_bytes() - before
     with ThreadPoolExecutor(settings["renders"]) as renderers:
-        list(renderers.map(lambda piece: audio.render(piece.midi_bytes, sample_rate_hz=32_000), pieces))
+        list(renderers.map(lambda piece: audio.render(piece.midi_bytes), pieces))
     children = watcher.stop()
-    estimate = memory.composer_bytes(composer.bundle.info.model_config)
+    estimate = memory.composer_bytes(composer.info.model_config)
     return {"before": before, "held": held, "peak": peak_bytes() + children, "estimate": estimate, "children": children}
 
 

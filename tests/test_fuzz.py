@@ -790,23 +790,9 @@ def page(tiny, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MUSICGEN_RUNS", str(tmp_path / "sessions"))
 
 
-def wait_for_warm_ups() -> None:
-    """Let the page's background warm-ups finish before the page runs again.
-
-    On CPython 3.11 the ast module keeps its recursion depth in state shared by all threads, so two threads
-    parsing Python at once can fail with "SystemError: AST constructor recursion depth mismatch"
-    (python/cpython#106905): here TensorFlow's autograph in the warm-up thread and Streamlit compiling the
-    script of a new AppTest. The warm-ups run one at a time in one thread; a no-op queued behind them waits.
-    """
-    sessions._warmer.submit(lambda: None).result()
-
-
 def fresh_page():
-    """A new visitor's page, drawn once, its model warmed up."""
-    wait_for_warm_ups()
-    at = open_app()
-    wait_for_warm_ups()
-    return at
+    """A new visitor's page, drawn once."""
+    return open_app()
 
 
 def assert_page_is_plain(at) -> None:
@@ -822,7 +808,6 @@ def assert_page_is_plain(at) -> None:
 def compose_a_piece(at) -> None:
     """Compose gives a piece to see (and hear, with a synthesizer) and no new error."""
     before = texts(at, "error")
-    wait_for_warm_ups()
     button(at, "Compose").click().run()
     assert_page_is_plain(at)
     assert texts(at, "error") == before

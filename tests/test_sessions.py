@@ -3,6 +3,7 @@
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -227,7 +228,6 @@ def test_the_same_seed_gives_the_same_pieces_and_a_primer_opens_each_of_them(tin
     from musicgen.sample import SampleConfig
 
     composer = sessions.load_composer(tiny_model)
-    sessions.warm_up(composer)
     config = SampleConfig(max_seconds=8, seed=7, variations=2, bpm=120)
     first = sessions.compose(composer, config, "tiny")
     again = sessions.compose(composer, config, "tiny")
@@ -296,26 +296,44 @@ def test_a_model_too_big_for_the_share_is_refused_in_one_sentence_and_the_built_
         other.get(tiny_model, 1.0)
 
 
-def test_renders_wait_for_a_free_slot(monkeypatch):
+def test_renders_wait_for_a_free_slot_everyones_first_piece_first(monkeypatch):
     from musicgen import audio
 
-    running, most = [0], [0]
+    running, most, order = [0], [0], []
     lock = threading.Lock()
 
-    def slow_render(midi_bytes, sample_rate_hz):
+    def slow_render(midi_bytes):
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
+            order.append(midi_bytes)
         time.sleep(0.2)
         with lock:
             running[0] -= 1
-        return b"flac"
+        return b"mp3 of " + midi_bytes
 
     monkeypatch.setattr(audio, "render", slow_render)  # FluidSynth itself is tested in test_audio.py
     renderer = sessions.Renderer(at_once=2)
-    threads = [threading.Thread(target=renderer.render, args=(b"midi", 32_000)) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    first_visitor = [renderer.submit(f"a{number}".encode(), number) for number in range(1, 5)]
+    second_visitor = renderer.submit(b"b1", 1)
+    assert [render.result() for render in first_visitor] == [f"mp3 of a{n}".encode() for n in range(1, 5)]
+    assert second_visitor.result() == b"mp3 of b1"
     assert most[0] == 2
+    assert order.index(b"b1") < order.index(b"a3")  # the second visitor's only piece did not wait for a3 and a4
+
+
+def test_requests_that_arrive_together_are_sampled_in_one_batch_each_with_its_own_pieces(tiny_model):
+    from musicgen.sample import SampleConfig
+
+    composer = sessions.load_composer(tiny_model)
+    long_piece = SampleConfig(max_seconds=600, max_notes=3000, seed=3, variations=2)
+    short_piece = SampleConfig(max_seconds=10, seed=4, temperature=0.5)
+    alone = [composer.queue.sampler.generate(config) for config in (long_piece, short_piece)]
+    with ThreadPoolExecutor(2) as visitors:
+        long_answer = visitors.submit(composer.queue.generate, long_piece)
+        time.sleep(0.05)  # the long request is under way when the short one comes
+        short_answer = visitors.submit(composer.queue.generate, short_piece)
+        assert short_answer.result() == alone[1]
+        assert not long_answer.done()  # the short piece did not wait for the long ones
+        assert long_answer.result() == alone[0]
+    assert composer.queue.largest_batch == 3

@@ -181,8 +181,8 @@ def test_a_refused_model_file_costs_the_visitor_no_model(space):
 
 
 def test_the_audio_of_the_pieces_on_show_is_kept_on_disk_until_the_next_ones(space):
-    path = space.keep_audio("musicgen-bach-seed12", b"fLaC...")
-    assert path == space.pieces / "musicgen-bach-seed12.flac" and path.read_bytes() == b"fLaC..."
+    path = space.keep_audio("musicgen-bach-seed12", b"ID3...", "mp3")
+    assert path == space.pieces / "musicgen-bach-seed12.mp3" and path.read_bytes() == b"ID3..."
     space.forget_pieces()
     assert not space.pieces.exists()
 
