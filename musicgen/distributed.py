@@ -261,6 +261,7 @@ class _Trainer:
             self.optimizer = keras.optimizers.Adam(self.config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
         self.per_token_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        self._validation_sums, self._all_reduce = self._make_validation_sums(), self._make_sum_over_workers()
         self.train_part, self.validation_part = split_by_file(
             [shard.path for shard in run.cached.shards], self.config.validation_share, self.config.seed
         )
@@ -374,33 +375,34 @@ class _Trainer:
         (total,) = self._sum_over_workers([tf.constant(sums)])
         return float(total[0] / total[1]) if total[1] else None
 
-    @property
-    def _validation_sums(self):
+    def _make_validation_sums(self):
+        """A compiled function: (loss summed over tokens, tokens) of one batch, float64."""
         import tensorflow as tf
 
-        if not hasattr(self, "_compiled_validation_sums"):
+        @tf.function(reduce_retracing=True)  # the last batch is smaller
+        def validation_sums(inputs, targets):
+            losses = self.per_token_loss(targets, self.model(inputs, training=False))
+            return tf.stack([tf.reduce_sum(tf.cast(losses, tf.float64)), tf.cast(tf.size(losses), tf.float64)])
 
-            @tf.function(reduce_retracing=True)
-            def validation_sums(inputs, targets):
-                losses = self.per_token_loss(targets, self.model(inputs, training=False))
-                return tf.stack([tf.reduce_sum(tf.cast(losses, tf.float64)), tf.cast(tf.size(losses), tf.float64)])
+        return validation_sums
 
-            self._compiled_validation_sums = validation_sums
-        return self._compiled_validation_sums
-
-    def _sum_over_workers(self, values: list) -> list[np.ndarray]:
-        """The sum of each float64 tensor over all workers, on every worker (one collective all-reduce)."""
+    def _make_sum_over_workers(self):
+        """A compiled function: the sum of each tensor of a list over all workers, on every worker."""
         import tensorflow as tf
+
+        def replica_sum(values):
+            local = [tf.identity(value) for value in values]  # placed on this replica's device
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
 
         @tf.function
         def all_reduce(values):
-            def replica_sum(values):
-                local = [tf.identity(value) for value in values]  # placed on this replica's device
-                return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
-
             return self.strategy.run(replica_sum, args=(values,))
 
-        return [self.strategy.experimental_local_results(value)[0].numpy() for value in all_reduce(values)]
+        return all_reduce
+
+    def _sum_over_workers(self, values: list) -> list[np.ndarray]:
+        """The sum of each float64 tensor over all workers, on every worker (one collective all-reduce)."""
+        return [self.strategy.experimental_local_results(value)[0].numpy() for value in self._all_reduce(values)]
 
     def weights_digest(self) -> str:
         """sha256 of every weight of the model on this worker: the same on all workers after every step."""
@@ -430,7 +432,7 @@ class _Trainer:
         """Write every variable and the epoch's loss so far, atomically (the chief only)."""
         arrays = {f"variable_{i}": variable.numpy() for i, variable in enumerate(self.variables)}
         buffer = io.BytesIO()
-        np.savez(buffer, epoch_loss=np.float64(epoch_loss), **arrays)
+        np.savez(buffer, step=self.optimizer.iterations.numpy(), epoch_loss=np.float64(epoch_loss), **arrays)
         token_cache.write_atomically(self.run.run_dir / CHECKPOINT_FILE, buffer.getvalue())
 
 
