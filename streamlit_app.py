@@ -77,6 +77,15 @@ log = logging.getLogger("musicgen.app")
 
 
 @st.cache_resource(show_spinner=False)
+def server_log() -> None:
+    """musicgen's log, INFO and up, on the server's standard error beside Streamlit's own."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("musicgen").addHandler(handler)
+    logging.getLogger("musicgen").setLevel(logging.INFO)
+
+
+@st.cache_resource(show_spinner=False)
 def limits() -> Limits:
     """Resource limits from the environment."""
     return Limits.from_environment()
@@ -758,6 +767,7 @@ def show_loss_curve(progress: jobs.Progress) -> None:
 
 # Layout.
 
+server_log()
 st.session_state.page_run = st.session_state.get("page_run", 0) + 1
 header()
 try:

@@ -138,6 +138,8 @@ class SamplingQueue:
         with self._lock:
             while self._waiting and self._waiting[0][0].config.variations <= batch.room():
                 request, answer = self._waiting.popleft()
+                if len(batch):
+                    log.info("%d pieces join %d being sampled", request.config.variations, len(batch))
                 answers[batch.add(request)] = answer
             self.largest_batch = max(self.largest_batch, len(batch))
             self._stepping = len(batch) > 0

@@ -1,5 +1,5 @@
 """`streamlit run streamlit_app.py` on a free port, opened in Debian's Chromium: for the browser tests and
-benchmarks/app_speed.py."""
+benchmarks/crowd.py."""
 
 import os
 import signal
@@ -16,15 +16,24 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 CHROMIUM_ARGS += ["--disable-sync", "--no-first-run"]
-NEW_AUDIO_READY = """before => {
-    const audio = document.querySelector('audio');
-    return audio && audio.src && !before.includes(audio.src) && audio.readyState >= 3;
+NEW_AUDIO_READY = """([before, count]) => {
+    const ready = Array.from(document.querySelectorAll('audio'))
+        .filter(audio => audio.src && !before.includes(audio.src) && audio.readyState >= 3);
+    return ready.length >= count;
 }"""
+AUDIO_SOURCES = "Array.from(document.querySelectorAll('audio')).map(a => a.src).join(' ')"
 
 
 @contextmanager
 def streamlit_server(settings: dict[str, str], log: Path | None = None, start_seconds: float = 120) -> Iterator[str]:
     """The app's URL once it answers, with `settings` added to the environment; its process group stops after."""
+    with running_server(settings, log, start_seconds) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_server(settings: dict[str, str], log: Path | None = None, start_seconds: float = 120):
+    """(URL, server process) once the app answers; the server's process group stops after."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py"]
     command += ["--server.port", str(port), "--server.headless", "true"]
@@ -40,7 +49,7 @@ def streamlit_server(settings: dict[str, str], log: Path | None = None, start_se
     url = f"http://localhost:{port}"
     try:
         wait_for_health(url, server, start_seconds)
-        yield url
+        yield url, server
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and the helper processes it started
         try:
@@ -82,10 +91,10 @@ def compose_button(page):
     return page.get_by_role("button", name="Compose", exact=True)
 
 
-def compose(page, seconds: float = 60) -> float:
-    """Click Compose and wait until a new audio player can play its sound; the seconds it took."""
-    before = page.evaluate("Array.from(document.querySelectorAll('audio')).map(a => a.src).join(' ')")
+def compose(page, seconds: float = 60, players: int = 1) -> float:
+    """Click Compose and wait until `players` new audio players can play their sound; the seconds it took."""
+    before = page.evaluate(AUDIO_SOURCES)
     started = time.monotonic()
     compose_button(page).click()
-    page.wait_for_function(NEW_AUDIO_READY, arg=before, timeout=seconds * 1000)
+    page.wait_for_function(NEW_AUDIO_READY, arg=[before, players], timeout=seconds * 1000)
     return time.monotonic() - started

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from musicgen import midi
-from tests.app_server import CHROMIUM, CHROMIUM_ARGS, REPOSITORY, compose, open_page, streamlit_server
+from tests.app_server import CHROMIUM, CHROMIUM_ARGS, REPOSITORY, compose, compose_button, open_page, running_server
 
 pytestmark = pytest.mark.browser
 
@@ -32,16 +32,22 @@ if not Path(CHROMIUM).exists():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The app served by `streamlit run` on a free port; its process group is stopped afterwards."""
+def served(tmp_path_factory):
+    """(URL, server process, server log) of the app served by `streamlit run` on a free port; its process group
+    is stopped afterwards."""
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
     settings = {"MUSICGEN_RUNS": str(tmp_path_factory.mktemp("runs")), "MUSICGEN_MAX_TRAININGS": "1"}
     try:
-        with streamlit_server(settings, log) as url:
-            yield url
+        with running_server(settings, log) as (url, process):
+            yield url, process, log
     finally:
         if "Traceback" in log.read_text(errors="replace"):
             print(log.read_text(errors="replace")[-5000:])
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +94,57 @@ def start_small_training(page, files: list[tuple[str, bytes]], epochs_key: str, 
     page.get_by_role("button", name="Train", exact=True).click()
 
 
+def keep_seed(page, seed: int) -> None:
+    """Type a seed: it is kept for every Compose until changed."""
+    field = page.get_by_role("spinbutton", name="Seed")
+    field.fill(str(seed))
+    field.press("Enter")
+    page.locator("input[role=switch][aria-label='New seed at each Compose']:not(:checked)").wait_for()
+
+
+def downloaded_midi(page, number: int = 0) -> bytes:
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download MIDI").nth(number).click()
+    return Path(download.value.path()).read_bytes()
+
+
+def test_the_first_click_right_away_plays_with_no_compile_and_no_tensorflow(browser, served):
+    """Compose clicked the moment the button shows (this test runs first, on a server nobody used) gives playable
+    audio; composing never loads TensorFlow in the server, so there is no compile to wait for."""
+    url, process, _ = served
+    page = open_page(browser, url)
+    compose(page, PIECE_SECONDS)
+    mapped = Path(f"/proc/{process.pid}/maps").read_text()
+    assert "tensorflow" not in mapped and "numpy" in mapped
+    source = page.locator("audio").first.get_attribute("src")
+    sound = page.request.get(source if source.startswith("http") else url + source).body()
+    assert sound[:2] in (b"\xff\xfb", b"\xff\xfa") and len(sound) > 50_000  # MPEG-1 Layer III, ~30 s
+    page.context.close()
+
+
+def test_two_visitors_at_once_are_sampled_together_each_with_the_pieces_of_their_seed(browser, served):
+    url, _, log = served
+    long_pieces, short_piece = open_page(browser, url), open_page(browser, url)
+    keep_seed(long_pieces, 11)
+    keep_seed(short_piece, 12)
+    set_slider(long_pieces, "Variations", "End")  # 4 pieces of 120 s: sampling takes a while
+    set_slider(long_pieces, "Length (seconds)", "End")
+    long_pieces.wait_for_timeout(500)
+    compose_button(long_pieces).click()
+    compose(short_piece, PIECE_SECONDS)
+    long_pieces.locator("audio").nth(3).wait_for(timeout=PIECE_SECONDS * 1000)
+    assert re.search(r"\d+ pieces? join \d+ being sampled", log.read_text(errors="replace"))
+    batched = downloaded_midi(short_piece)
+    assert batched not in {downloaded_midi(long_pieces, number) for number in range(4)}
+    compose(short_piece, PIECE_SECONDS)  # the same seed again, alone this time
+    assert downloaded_midi(short_piece) == batched
+    long_pieces.context.close()
+    short_piece.context.close()
+
+
 def test_compose_with_the_shipped_model_plays_shows_and_downloads_the_piece(browser, server):
     page = open_page(browser, server, height=1500)
-    seed = page.get_by_role("spinbutton", name="Seed")
-    seed.fill(str(SCREENSHOT_SEED))  # typing a seed keeps it: the same piece each time, for the screenshot
-    seed.press("Enter")
-    page.locator("input[role=switch][aria-label='New seed at each Compose']:not(:checked)").wait_for()
+    keep_seed(page, SCREENSHOT_SEED)  # the same piece each time, for the screenshot
     compose(page)
     roll = page.locator(".js-plotly-plot").first
     roll.wait_for(timeout=30_000)
