@@ -278,6 +278,7 @@ class _Trainer:
     def train(self, on_epoch: Callable[[EpochReport], None] | None) -> WorkerResult:
         """Run the steps that remain; the chief records every epoch and writes the checkpoints."""
         run = self.run
+        self._check_same_music()
         resumed_step, epoch_loss = self._restore()
         history = self._history_until(resumed_step)
         batches = self.strategy.distribute_datasets_from_function(lambda context: self._batches(context, resumed_step))
@@ -410,6 +411,15 @@ class _Trainer:
         for weight in self.model.get_weights():
             digest.update(weight.tobytes())
         return digest.hexdigest()
+
+    def _check_same_music(self) -> None:
+        """ValueError on every worker unless all of them read the same files (their batches would not fit)."""
+        import tensorflow as tf
+
+        own = float(int(self.run.cached.fingerprint[:12], 16))  # 48 bits: exact in float64
+        (total,) = self._sum_over_workers([tf.constant([own], tf.float64)])
+        if total[0] != own * len(self.cluster.workers):
+            raise ValueError("the workers were given different music: every worker needs the same MIDI files")
 
     def _restore(self) -> tuple[int, float]:
         """Give every worker the chief's checkpoint, if it has one: (optimizer step, loss summed so far this epoch)."""
