@@ -17,6 +17,7 @@ Run in a quiet window: .venv/bin/python -m benchmarks.scaling [--workers 1 2 3] 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import resource
@@ -38,6 +39,7 @@ CHORALES = sorted((ROOT / "samples" / "bach").glob("*.mid"))
 def main() -> None:
     """Print the cache figures, then tokens/s and efficiency per worker count."""
     options = _options()
+    sys.stdout.reconfigure(line_buffering=True)  # each figure as soon as it is measured
     with tempfile.TemporaryDirectory(prefix="musicgen-scaling-") as temporary:
         folder = Path(temporary)
         paths = make_large_corpus(folder / "corpus", options.copies)
@@ -76,7 +78,7 @@ def make_large_corpus(folder: Path, copies: int) -> list[Path]:
 def _write_variant(job: tuple[int, int, str]) -> str:
     """Write one file of the large corpus, as long as chorale i; its path."""
     index, copy, folder = job
-    first, second = midi.read(CHORALES[index]), midi.read(CHORALES[(index + copy) % len(CHORALES)])
+    first, second = _chorale(index), _chorale((index + copy) % len(CHORALES))
     shift, half = copy % 12 - 6, first.end_beat / 2
     head = [_moved(note, shift, 0.0) for note in first.notes if note.start < half]
     tail = [
@@ -86,6 +88,12 @@ def _write_variant(job: tuple[int, int, str]) -> str:
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(midi.write(Score(tuple(sorted(head + tail)), first.tempos[:1])))
     return str(path)
+
+
+@functools.cache
+def _chorale(index: int) -> Score:
+    """A bundled chorale, read once per process."""
+    return midi.read(CHORALES[index])
 
 
 def _moved(note: Note, semitones: int, beats: float) -> Note:

@@ -90,11 +90,16 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "--workers", type=_worker_count, help="train in this many processes with tf.distribute (docs/distributed.md)"
     )
     parser.add_argument(
-        "--threads-per-worker", type=int, help="TensorFlow threads of each worker (default: cores / workers)"
+        "--threads-per-worker",
+        type=_positive_whole_number,
+        help="TensorFlow threads of each worker (default: cores / workers)",
     )
     parser.add_argument("--cache", type=Path, help="folder of parsed token shards (default: RUNS/token-cache)")
     parser.add_argument(
-        "--checkpoint-steps", type=int, default=200, help="steps between a multi-worker run's checkpoints"
+        "--checkpoint-steps",
+        type=_positive_whole_number,
+        default=200,
+        help="steps between a multi-worker run's checkpoints",
     )
     parser.set_defaults(command=train_command)
 
@@ -108,6 +113,13 @@ def _worker_count(text: str) -> int:
     except ValueError as error:
         message = str(error) if "--workers" in str(error) else "--workers must be a whole number"
         raise argparse.ArgumentTypeError(message) from None
+
+
+def _positive_whole_number(text: str) -> int:
+    """A whole number of at least 1, or a plain argparse error."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:

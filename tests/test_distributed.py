@@ -134,6 +134,13 @@ def test_a_bad_worker_count_is_refused(value, message, capsys):
     assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--threads-per-worker", "--checkpoint-steps"])
+def test_a_count_below_one_is_refused(option, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["train", "music", "--workers", "2", option, "0"])
+    assert exit.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
 def test_workers_and_tf_config_together_are_refused(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("TF_CONFIG", distributed.local_tf_configs(1)[0])
     monkeypatch.delenv(distributed.LOCAL_WORKER_VARIABLE, raising=False)
