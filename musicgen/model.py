@@ -13,17 +13,17 @@ import tensorflow as tf  # noqa: E402
 from musicgen.settings import ModelConfig  # noqa: E402  (re-exported: the settings live without TensorFlow)
 
 
-def build_model(config: ModelConfig, compute_dtype: str = "float32") -> keras.Model:
+def build_model(config: ModelConfig, compute_dtype: str = "float32", fast_loop: bool = True) -> keras.Model:
     """A functional Keras model mapping ids (batch, time) to logits (batch, time, vocabulary).
 
     compute_dtype "bfloat16" runs the matrix products in bfloat16 (weights, LSTM state and logits stay float32);
-    the weights are the same either way.
+    fast_loop False runs Keras's own LSTM loop. The weights are the same either way.
     """
     policy = "mixed_bfloat16" if compute_dtype == "bfloat16" else "float32"
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(config.vocabulary_size, config.embedding_size, name="embedding", dtype=policy)(ids)
     for layer in range(config.layers):
-        x = LSTM(config.units, return_sequences=True, name=f"lstm_{layer}", dtype=policy)(x)
+        x = LSTM(config.units, return_sequences=True, name=f"lstm_{layer}", dtype=policy, fast_loop=fast_loop)(x)
         x = keras.layers.Dropout(config.dropout, name=f"dropout_{layer}", dtype=policy)(x)
     logits = keras.layers.Dense(config.vocabulary_size, name="logits", dtype="float32")(x)
     return keras.Model(ids, logits, name="musicgen_lstm")
@@ -37,27 +37,107 @@ def lstm_cell(z: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 class LSTM(keras.layers.LSTM):
-    """keras.layers.LSTM (same weights, same results) with a faster loop on CPU.
+    """keras.layers.LSTM (same weights, same results) with a faster loop and backward pass on CPU.
 
-    Keras multiplies the input by its kernel inside the loop, one time step at a time. Here that product is one
-    large matrix product over all the steps before the loop, which then only multiplies the state; the state and
-    gates stay float32 when the products run in bfloat16. The class keeps the name LSTM so that weight files
-    keep their paths.
+    See `lstm_sequence`. The class keeps the name LSTM so that weight files keep their paths; fast_loop False
+    (or masks, dropout inside the cell, going backwards) runs Keras's loop.
     """
 
+    def __init__(self, *args, fast_loop: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast_loop = fast_loop
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        if mask is not None or self.go_backwards or self.dropout or self.recurrent_dropout:
+        if not self.fast_loop or mask is not None or self.go_backwards or self.dropout or self.recurrent_dropout:
             return super().inner_loop(sequences, initial_state, mask, training)
         cell, low = self.cell, self.compute_dtype
-        recurrent_kernel = tf.cast(cell.recurrent_kernel, low)
-        inputs = tf.einsum("bti,ij->tbj", tf.cast(sequences, low), tf.cast(cell.kernel, low))
-        inputs = tf.cast(inputs, "float32") + tf.cast(cell.bias, "float32")
-
-        def step(state, z):
-            h, c = state
-            return lstm_cell(z + tf.cast(tf.matmul(tf.cast(h, low), recurrent_kernel), "float32"), c)
-
-        start = tuple(tf.cast(state, "float32") for state in initial_state)
-        hs, cs = tf.scan(step, inputs, initializer=start)
+        weights = [tf.cast(w, "float32") for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
+        start = [tf.cast(state, "float32") for state in initial_state]
+        time_major = tf.transpose(tf.cast(sequences, "float32"), [1, 0, 2])
+        hs, c = lstm_sequence(time_major, *weights, *start, product_dtype=tf.as_dtype(low))
         outputs = tf.cast(tf.transpose(hs, [1, 0, 2]), low)
-        return outputs[:, -1], outputs, [tf.cast(hs[-1], low), tf.cast(cs[-1], low)]
+        return outputs[:, -1], outputs, [outputs[:, -1], tf.cast(c, low)]
+
+
+def _product(a: tf.Tensor, b: tf.Tensor, dtype: tf.DType, **options) -> tf.Tensor:
+    """a @ b with the operands in `dtype` (float32 or bfloat16) and a float32 result."""
+    return tf.cast(tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype), **options), "float32")
+
+
+def lstm_sequence(inputs, kernel, recurrent_kernel, bias, h0, c0, product_dtype=tf.float32):
+    """All hidden states (time, batch, units) and the last cell state of an LSTM over time-major inputs.
+
+    Forward: the input product of all time steps is one large matrix product before the loop, which then only
+    multiplies the state. Backward (written out, not traced through the loop): the loop only carries the state
+    gradients, one small product a step; the weight and input gradients are three large products after it.
+    Products run in `product_dtype`; states, gates and gradients stay float32.
+    """
+
+    @tf.custom_gradient
+    def run(inputs, kernel, recurrent_kernel, bias, h0, c0):
+        steps, batch, width = tf.unstack(tf.shape(inputs))
+        flat_inputs = tf.reshape(inputs, [-1, width])
+        input_products = tf.reshape(_product(flat_inputs, kernel, product_dtype) + bias, [steps, batch, -1])
+        hs, cs, gates = _forward_loop(input_products, tf.cast(recurrent_kernel, product_dtype), h0, c0)
+
+        def gradient(d_hs, d_c_last):
+            d_c_last = tf.zeros_like(c0) if d_c_last is None else d_c_last
+            d_gates, d_h0, d_c0 = _backward_loop(d_hs, d_c_last, hs, cs, gates, c0, recurrent_kernel, product_dtype)
+            flat = tf.reshape(d_gates, [steps * batch, -1])
+            previous_hs = tf.reshape(tf.concat([h0[None], hs[:-1]], 0), [steps * batch, -1])
+            return (
+                tf.reshape(_product(flat, kernel, product_dtype, transpose_b=True), tf.shape(inputs)),
+                _product(flat_inputs, flat, product_dtype, transpose_a=True),
+                _product(previous_hs, flat, product_dtype, transpose_a=True),
+                tf.reduce_sum(flat, 0),
+                d_h0,
+                d_c0,
+            )
+
+        return (hs, cs[-1]), gradient
+
+    return run(inputs, kernel, recurrent_kernel, bias, h0, c0)
+
+
+def _forward_loop(input_products, recurrent_kernel, h0, c0):
+    """Hidden states, cell states and gate activations (input, forget, cell, output) of every step."""
+    steps, dtype = tf.shape(input_products)[0], recurrent_kernel.dtype
+
+    def step(t, h, c, hs, cs, gates):
+        z = input_products[t] + tf.cast(tf.matmul(tf.cast(h, dtype), recurrent_kernel), "float32")
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+        c = f * c + i * g
+        h = o * tf.tanh(c)
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.concat([i, f, g, o], -1))
+
+    arrays = [tf.TensorArray("float32", size=steps) for _ in range(3)]
+    _, _, _, hs, cs, gates = tf.while_loop(lambda t, *_: t < steps, step, (0, h0, c0, *arrays))
+    return hs.stack(), cs.stack(), gates.stack()
+
+
+def _backward_loop(d_hs, d_c_last, hs, cs, gates, c0, recurrent_kernel, product_dtype):
+    """Gradients of the gate inputs of every step, and of the initial h and c.
+
+    Everything that does not depend on the incoming state gradient is computed for all steps at once before
+    the loop, which then takes a few element-wise products and one matrix product a step.
+    """
+    i, f, g, o = tf.split(gates, 4, axis=-1)
+    tanh_c = tf.tanh(cs)
+    previous_cs = tf.concat([c0[None], cs[:-1]], 0)
+    c_from_h = o * (1 - tanh_c * tanh_c)  # d c / d h through h = o * tanh(c)
+    # d z / d(c, c, c, h) for the gates i, f, g, o
+    local = tf.concat([g * i * (1 - i), previous_cs * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], -1)
+    recurrent_kernel = tf.cast(recurrent_kernel, product_dtype)
+    steps = tf.shape(d_hs)[0]
+
+    def step(t, d_h, d_c, d_gates):
+        d_h = d_h + d_hs[t]
+        d_c = d_c + d_h * c_from_h[t]
+        d_z = tf.concat([d_c, d_c, d_c, d_h], -1) * local[t]
+        d_h = tf.cast(tf.matmul(tf.cast(d_z, product_dtype), recurrent_kernel, transpose_b=True), "float32")
+        return t - 1, d_h, d_c * f[t], d_gates.write(t, d_z)
+
+    start = (steps - 1, tf.zeros_like(d_hs[0]), d_c_last, tf.TensorArray("float32", size=steps))
+    _, d_h0, d_c0, d_gates = tf.while_loop(lambda t, *_: t >= 0, step, start)
+    return d_gates.stack(), d_h0, d_c0

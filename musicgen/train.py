@@ -18,6 +18,7 @@ from musicgen.dataset import make_dataset, split_by_file
 from musicgen.model import build_model
 from musicgen.settings import EpochReport, ModelConfig, TrainConfig
 from musicgen.tokens import Vocabulary
+from musicgen.training_path import TrainingPath, bfloat16_is_native, fastest_path
 
 
 @dataclass(frozen=True)
@@ -116,24 +117,19 @@ def _check_long_enough(sequences: Sequence[np.ndarray], sequence_length: int) ->
 
 
 def compute_dtype(precision: str) -> str:
-    """The dtype of the matrix products: bfloat16 only where the CPU multiplies it natively (else it is slower)."""
-    if precision == "auto":
-        return "bfloat16" if cpu_has_bfloat16() else "float32"
-    return precision
+    """The dtype of the matrix products: "auto" is bfloat16 only where the CPU multiplies it natively and it pays."""
+    return fastest_path(precision).precision
 
 
 def cpu_has_bfloat16() -> bool:
     """True on x86 CPUs with AVX-512 BF16 or AMX (read from /proc/cpuinfo, so False off Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bfloat16_is_native()
 
 
-def compiled_model(model_config: ModelConfig, config: TrainConfig) -> keras.Model:
-    """The network with its optimizer and loss, ready for `fit`."""
-    model = build_model(model_config, compute_dtype(config.precision))
+def compiled_model(model_config: ModelConfig, config: TrainConfig, path: TrainingPath | None = None) -> keras.Model:
+    """The network with its optimizer and loss, ready for `fit`, on `path` (default: the fastest on this CPU)."""
+    path = fastest_path(config.precision) if path is None else path
+    model = build_model(model_config, path.precision, path.fast_loop)
     accumulation = config.accumulation_steps if config.accumulation_steps > 1 else None
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0, gradient_accumulation_steps=accumulation),

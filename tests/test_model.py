@@ -34,6 +34,24 @@ def test_our_lstm_gives_the_outputs_and_gradients_of_keras_lstm():
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_the_last_cell_state_and_its_gradients_match_keras_lstm():
+    inputs = tf.constant(RANDOM.normal(size=(2, 7, 3)), tf.float32)
+    initial_state = [tf.constant(RANDOM.normal(size=(2, 5)), tf.float32) for _ in range(2)]
+    ours = LSTM(5, return_state=True)
+    theirs = LSTM(5, return_state=True, fast_loop=False)  # Keras's own loop
+    ours(inputs), theirs(inputs)
+    theirs.set_weights(ours.get_weights())
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(initial_state)
+            _, h, c = layer(inputs, initial_state=initial_state)
+            total = tf.reduce_sum(h * 2.0) + tf.reduce_sum(c * c)
+        results.append([h, c, *tape.gradient(total, [*initial_state, *layer.trainable_variables])])
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_bfloat16_products_keep_the_weights_and_nearly_the_logits():
     config = ModelConfig(vocabulary_size=40, embedding_size=8, layers=2, units=32)
     exact, fast = build_model(config), build_model(config, "bfloat16")
