@@ -77,3 +77,54 @@ def _transpose_randomly(windows: tf.Tensor, tables: tf.Tensor) -> tf.Tensor:
     """Map each window through one randomly chosen id table."""
     choice = tf.random.uniform([tf.shape(windows)[0]], 0, tf.shape(tables)[0], dtype=tf.int32)
     return tf.gather(tf.gather(tables, choice), windows, batch_dims=1)
+
+
+class TrainingWindows:
+    """The shuffled training batches of a run, addressable by optimizer step, so that a run resumes mid-epoch.
+
+    Epoch e visits the windows (overlapping by half) in the order of a permutation seeded by (seed, e), in whole
+    batches; the windows of an unfinished last batch wait for a later epoch's order. Fewer windows than a batch
+    make one smaller batch. With transpose tables, each
+    window's table is drawn from the same seed, so a resumed run sees exactly the batches it would have seen.
+    """
+
+    def __init__(self, sequences, sequence_length: int, batch_size: int, seed: int, transpose_tables=None):
+        stream = np.concatenate(list(sequences)).astype(np.int32)
+        self.starts = window_starts(len(stream), sequence_length, max(1, sequence_length // 2))
+        self.stream = tf.constant(stream)  # once, so that every step's dataset shares it
+        self.sequence_length, self.batch_size, self.seed = sequence_length, min(batch_size, len(self.starts)), seed
+        self.shifts = 1 if transpose_tables is None else len(transpose_tables)
+        self.transpose_tables = None if transpose_tables is None else tf.constant(transpose_tables, tf.int32)
+        self._plan_epoch, self._plan = -1, (self.starts, self.starts)
+        if not len(self.starts):
+            raise ValueError(f"the training music is shorter than one window of {sequence_length} tokens")
+        self.steps_per_epoch = len(self.starts) // self.batch_size
+
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The window starts of this epoch's whole batches in their order, and each window's transposition."""
+        random = np.random.default_rng([self.seed, epoch])
+        order = random.permutation(len(self.starts))[: self.steps_per_epoch * self.batch_size]
+        return self.starts[order], random.integers(0, self.shifts, len(order))
+
+    def batches(self, first_step: int, steps: int, parts: int = 1) -> tf.data.Dataset:
+        """Batches of (inputs, targets) for optimizer steps first_step .. first_step + steps - 1, each in `parts`
+        equal parts (for gradient accumulation)."""
+        plans = [self._step_plan(step) for step in range(first_step, first_step + steps)]
+        starts = np.concatenate([plan[0] for plan in plans])
+        shifts = np.concatenate([plan[1] for plan in plans])
+        dataset = tf.data.Dataset.from_tensor_slices((starts, shifts)).batch(self.batch_size // parts)
+        return dataset.map(self._cut_windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def _step_plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if self._plan_epoch != epoch:
+            self._plan_epoch, self._plan = epoch, self.epoch_plan(epoch)
+        cut = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self._plan[0][cut], self._plan[1][cut]
+
+    def _cut_windows(self, starts: tf.Tensor, shifts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        offsets = tf.range(self.sequence_length + 1, dtype=tf.int64)
+        windows = tf.gather(self.stream, starts[:, None] + offsets[None, :])
+        if self.transpose_tables is not None:
+            windows = tf.gather(tf.gather(self.transpose_tables, shifts), windows, batch_dims=1)
+        return windows[:, :-1], windows[:, 1:]

@@ -65,6 +65,9 @@ class TrainConfig:
     # Steps each batch is split into, their gradients averaged before the weights change: the same training in
     # less memory (musicgen.jobs.plan_request chooses it from the memory budget), 1..1024, dividing batch_size.
     accumulation_steps: int = 1
+    # Optimizer steps between checkpoints (saved state, validation loss, musicgen.train's on_checkpoint), so that
+    # a long epoch is saved and scored several times; 0: once per epoch, at its end. 0..1000000.
+    checkpoint_steps: int = 0
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -77,6 +80,7 @@ class TrainConfig:
             transpose_semitones=(0, 12),
             seed=(0, 2**31 - 1),
             accumulation_steps=(1, 1024),
+            checkpoint_steps=(0, 1_000_000),
         )
         if self.batch_size % self.accumulation_steps:
             raise ValueError(
@@ -106,3 +110,19 @@ class EpochReport:
     loss: float  # mean training loss, nats per token
     validation_loss: float | None  # None when no file was held out
     seconds: float  # time this epoch took
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """What the checkpoint hook hears after every checkpoint (each `checkpoint_steps` steps and each epoch's end)."""
+
+    step: int  # optimizer steps done in the run
+    steps_per_epoch: int  # optimizer steps in one pass over the training windows
+    loss: float  # mean training loss of the steps since the previous checkpoint, nats per token
+    validation_loss: float | None  # None when no file was held out
+    seconds: float  # training time of the steps since the previous checkpoint
+
+    @property
+    def epochs(self) -> float:
+        """Epochs done, with the fraction of the current one."""
+        return self.step / self.steps_per_epoch

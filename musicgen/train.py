@@ -1,4 +1,4 @@
-"""Training with model.fit: best weights by validation loss, resume from the last finished epoch."""
+"""Training with model.fit: checkpoints counted in optimizer steps, resume mid-epoch, best weights by validation."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ import numpy as np
 
 from musicgen import bundle
 from musicgen.corpus import Corpus, corpus_to_ids
-from musicgen.dataset import make_dataset, split_by_file
+from musicgen.dataset import TrainingWindows, make_dataset, split_by_file
 from musicgen.model import build_model
-from musicgen.settings import EpochReport, ModelConfig, TrainConfig
+from musicgen.settings import CheckpointReport, EpochReport, ModelConfig, TrainConfig
 from musicgen.tokens import Vocabulary
 from musicgen.training_path import TrainingPath, bfloat16_is_native, fastest_path
+
+CHECKPOINT_FOLDER = "backup"  # in the run folder; never goes into a model zip
+CHECKPOINT_WEIGHTS = "latest.weights.h5"  # the weights and the optimizer's state
+CHECKPOINT_POSITION = "training_metadata.json"  # where the run stands (written after the weights)
 
 
 @dataclass(frozen=True)
@@ -26,19 +30,26 @@ class TrainResult:
     """How a call to `train` ended."""
 
     run_dir: Path
-    resumed_from_epoch: int  # 0 for a fresh run
+    resumed_from_epoch: int  # finished epochs the run held when this call started; 0 for a fresh run
     epochs_done: int
     stopped: bool  # True when `should_stop` ended it early
+    resumed_from_step: int = 0  # optimizer steps the run held when this call started
+    steps_done: int = 0  # optimizer steps the run holds now
 
 
-class TrainingStopped(Exception):
-    """Raised inside fit to end training at once; the last finished epoch is kept."""
+@dataclass
+class _Position:
+    """Where a run stands; saved with every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    loss_sum: float = 0.0  # summed mean losses of the current epoch's steps so far
+    epoch_seconds: float = 0.0  # training time of the current epoch so far
 
 
 def run_folder(runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig) -> Path:
     """The folder of the run for this corpus and these settings (epochs excluded)."""
     settings = {**asdict(model_config), **asdict(train_config)}
-    del settings["epochs"]
+    del settings["epochs"], settings["checkpoint_steps"]  # neither changes what the steps learn
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return Path(runs_root) / f"{fingerprint[:12]}-{digest[:10]}"
 
@@ -78,33 +89,22 @@ def train_sequences(
     on_epoch: Callable[[EpochReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     initial_weights: list[np.ndarray] | None = None,
+    on_checkpoint: Callable[[CheckpointReport], None] | None = None,
 ) -> TrainResult:
-    """Train on token arrays into `run_dir`, resuming whatever finished epochs it holds."""
+    """Train on token arrays into `run_dir`, resuming from its last checkpoint (mid-epoch too)."""
     config = info.train_config
     train_part, validation_part = split_by_file(sequences, config.validation_share, config.seed)
     _check_long_enough(train_part, config.sequence_length)
     keras.utils.set_random_seed(config.seed)
     model = compiled_model(info.model_config, config)
-    if initial_weights is not None:
-        model.set_weights(initial_weights)  # a saved backup of this run, if any, takes precedence in fit
-    history = bundle.read_history(run_dir)
+    windows = _training_windows(train_part, info, config)
+    position = _restore(Path(run_dir), model, windows.steps_per_epoch)
+    if position.step == 0 and initial_weights is not None:
+        model.set_weights(initial_weights)
     bundle.write_info(run_dir, info)
-    progress = _Progress(run_dir, info, history, on_epoch, should_stop)
-    try:
-        model.fit(
-            _datasets(train_part, info, config, shuffle=True),
-            validation_data=_datasets(validation_part, info, config, shuffle=False) if validation_part else None,
-            epochs=config.epochs,
-            shuffle=False,  # the dataset shuffles its windows itself
-            callbacks=[
-                keras.callbacks.BackupAndRestore(run_dir / "backup", delete_checkpoint=False),
-                progress,
-            ],
-            verbose=0,
-        )
-    except TrainingStopped:
-        return TrainResult(run_dir, len(history), len(progress.history), stopped=True)
-    return TrainResult(run_dir, len(history), len(progress.history), stopped=False)
+    validation = _validation_windows(validation_part, config) if validation_part else None
+    run = _Run(model, Path(run_dir), info, windows, validation, position, on_epoch, should_stop, on_checkpoint)
+    return run.train()
 
 
 def _check_long_enough(sequences: Sequence[np.ndarray], sequence_length: int) -> None:
@@ -139,47 +139,135 @@ def compiled_model(model_config: ModelConfig, config: TrainConfig, path: Trainin
     return model
 
 
-def _datasets(sequences, info: bundle.BundleInfo, config: TrainConfig, shuffle: bool):
+def _training_windows(sequences, info: bundle.BundleInfo, config: TrainConfig) -> TrainingWindows:
     tables = None
-    if shuffle and config.transpose_semitones:
+    if config.transpose_semitones:
         shifts = range(-config.transpose_semitones, config.transpose_semitones + 1)
         tables = np.stack([info.vocabulary.transpose_table(shift) for shift in shifts])
-    return make_dataset(
-        sequences, config.sequence_length, config.batch_size, config.seed, shuffle, tables, config.accumulation_steps
-    )
-
-
-class _Progress(keras.callbacks.Callback):
-    """Records history, keeps the best weights, reports each epoch and stops on request."""
-
-    def __init__(self, run_dir, info, history, on_epoch, should_stop):
-        super().__init__()
-        self.run_dir, self.info, self.history = run_dir, info, list(history)
-        self.on_epoch, self.should_stop = on_epoch, should_stop
-        self.started = time.perf_counter()
-
-    def on_train_begin(self, logs=None):
-        del self.history[self.model._initial_epoch or 0 :]  # epochs after the last backup did not happen
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.should_stop is not None and self.should_stop():
-            raise TrainingStopped
-
-    def on_epoch_end(self, epoch, logs=None):
-        report = EpochReport(
-            epoch + 1,
-            self.params["epochs"],
-            float(logs["loss"]),
-            float(logs["val_loss"]) if "val_loss" in logs else None,
-            time.perf_counter() - self.started,
+    windows = TrainingWindows(sequences, config.sequence_length, config.batch_size, config.seed, tables)
+    if config.accumulation_steps > 1 and windows.batch_size < config.batch_size:
+        raise ValueError(
+            f"{len(windows.starts)} training windows cannot make one batch of {config.batch_size} to accumulate"
         )
-        score = report.validation_loss if report.validation_loss is not None else report.loss
+    return windows
+
+
+def _validation_windows(sequences, config: TrainConfig):
+    """Consecutive windows of the held-out files, in batches of the training steps' size."""
+    return make_dataset(sequences, config.sequence_length, config.batch_size // config.accumulation_steps, 0, False)
+
+
+def _restore(run_dir: Path, model: keras.Model, steps_per_epoch: int) -> _Position:
+    """Load the run's last checkpoint into the model and optimizer; where it stands (step 0 without one)."""
+    folder = run_dir / CHECKPOINT_FOLDER
+    if not (folder / CHECKPOINT_WEIGHTS).exists():
+        return _Position()
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(folder / CHECKPOINT_WEIGHTS)
+    try:
+        saved = json.loads((folder / CHECKPOINT_POSITION).read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if "step" in saved:
+        return _Position(int(saved["step"]), float(saved["loss_sum"]), float(saved["epoch_seconds"]))
+    return _Position(int(saved.get("epoch", 0)) * steps_per_epoch)  # written by keras.callbacks.BackupAndRestore
+
+
+def _save_checkpoint(run_dir: Path, model: keras.Model, position: _Position) -> None:
+    """Weights and optimizer state, then the position, each written whole before it replaces the last one."""
+    folder = run_dir / CHECKPOINT_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_weights(folder / f"next.{CHECKPOINT_WEIGHTS}", overwrite=True)
+    (folder / f"next.{CHECKPOINT_WEIGHTS}").replace(folder / CHECKPOINT_WEIGHTS)
+    (folder / f"next.{CHECKPOINT_POSITION}").write_text(json.dumps(asdict(position)))
+    (folder / f"next.{CHECKPOINT_POSITION}").replace(folder / CHECKPOINT_POSITION)
+
+
+class _Run:
+    """The training loop: fit in segments that end at checkpoints and at epoch ends."""
+
+    def __init__(self, model, run_dir, info, windows, validation, position, on_epoch, should_stop, on_checkpoint):
+        self.model, self.run_dir, self.info, self.config = model, run_dir, info, info.train_config
+        self.windows, self.validation, self.position = windows, validation, position
+        self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
+        self.stopper = _StopRequests(should_stop, self.config.accumulation_steps)
+        self.steps_per_epoch = windows.steps_per_epoch
+        self.history = bundle.read_history(run_dir)[: position.step // self.steps_per_epoch]
+        self.started_at = (len(self.history), position.step)
+
+    def train(self) -> TrainResult:
+        """Run segments until the last epoch ends or a stop is asked for."""
+        total = self.config.epochs * self.steps_per_epoch
+        while self.position.step < total and not self.stopper.stopped:
+            loss, seconds, steps = self._fit_segment(self._segment_steps(total))
+            if self.stopper.stopped:
+                _save_checkpoint(self.run_dir, self.model, self.position)
+            else:
+                self._after_segment(loss, seconds, steps)
+        epochs = self.position.step // self.steps_per_epoch
+        return TrainResult(self.run_dir, *self.started_at[:1], epochs, self.stopper.stopped,
+                           self.started_at[1], self.position.step)  # fmt: skip
+
+    def _segment_steps(self, total: int) -> int:
+        step, every = self.position.step, self.config.checkpoint_steps
+        ends = [total, (step // self.steps_per_epoch + 1) * self.steps_per_epoch]
+        if every:
+            ends.append((step // every + 1) * every)
+        return min(ends) - step
+
+    def _fit_segment(self, steps: int) -> tuple[float, float, int]:
+        """Train `steps` optimizer steps (fewer if stopped); their mean loss, seconds and number."""
+        started = time.perf_counter()
+        batches = self.windows.batches(self.position.step, steps, self.config.accumulation_steps)
+        logs = self.model.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[self.stopper]).history
+        seconds, done = time.perf_counter() - started, self.stopper.steps_in_last_fit
+        loss = float(logs["loss"][-1])
+        self.position.step += done
+        self.position.loss_sum += loss * done
+        self.position.epoch_seconds += seconds
+        return loss, seconds, done
+
+    def _after_segment(self, loss: float, seconds: float, steps: int) -> None:
+        """Validation loss; at an epoch's end its report and the best weights; the checkpoint; then the hooks."""
+        validation_loss = float(self.model.evaluate(self.validation, verbose=0)) if self.validation else None
+        epoch_report = None
+        if self.position.step % self.steps_per_epoch == 0:
+            epoch_report = self._end_epoch(validation_loss)
+        _save_checkpoint(self.run_dir, self.model, self.position)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(CheckpointReport(self.position.step, self.steps_per_epoch, loss, validation_loss,
+                                                seconds))  # fmt: skip
+        if epoch_report is not None and self.on_epoch is not None:
+            self.on_epoch(epoch_report)
+
+    def _end_epoch(self, validation_loss: float | None) -> EpochReport:
+        """Record the finished epoch and keep its weights if they are the best so far."""
+        epoch = self.position.step // self.steps_per_epoch
+        loss = self.position.loss_sum / self.steps_per_epoch
+        report = EpochReport(epoch, self.config.epochs, loss, validation_loss, self.position.epoch_seconds)
+        score = validation_loss if validation_loss is not None else loss
         if all(score < bundle.selection_loss(entry) for entry in self.history):
             bundle.write_weights(self.run_dir, self.model, self.info.model_config)
         self.history.append(asdict(report))
         bundle.write_history(self.run_dir, self.history)
-        if self.on_epoch is not None:
-            self.on_epoch(report)
+        self.position.loss_sum, self.position.epoch_seconds = 0.0, 0.0
+        return report
+
+
+class _StopRequests(keras.callbacks.Callback):
+    """Asks `should_stop` after every batch and ends the fit after the optimizer step it is in."""
+
+    def __init__(self, should_stop, accumulation_steps: int):
+        super().__init__()
+        self.should_stop, self.accumulation_steps = should_stop, accumulation_steps
+        self.stopped, self.steps_in_last_fit = False, 0
+
+    def on_train_begin(self, logs=None):
+        self.steps_in_last_fit = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.accumulation_steps:
+            return  # inside an optimizer step: its gradients are not applied yet
+        self.steps_in_last_fit += 1
+        if self.should_stop is not None and self.should_stop():
+            self.stopped = self.model.stop_training = True

@@ -47,6 +47,45 @@ def test_interrupted_run_resumes_at_the_next_epoch_with_its_optimizer(tmp_path, 
     assert len(bundle.read_history(tmp_path)) == 2
 
 
+def stop_after(steps: int):
+    calls = iter(range(1, 10**6))
+    return lambda: next(calls) >= steps
+
+
+def test_a_run_stopped_mid_epoch_resumes_at_the_same_step_with_the_same_optimizer_state(tmp_path, token_sequences):
+    whole = train_sequences(token_sequences, tmp_path / "whole", info(2))
+    steps_per_epoch = whole.steps_done // 2
+    assert steps_per_epoch >= 3
+    stopped = train_sequences(token_sequences, tmp_path / "split", info(2), should_stop=stop_after(steps_per_epoch + 1))
+    assert (stopped.stopped, stopped.steps_done, stopped.epochs_done) == (True, steps_per_epoch + 1, 1)
+    assert optimizer_steps(tmp_path / "split") == steps_per_epoch + 1
+    resumed = train_sequences(token_sequences, tmp_path / "split", info(2))
+    assert (resumed.resumed_from_step, resumed.steps_done, resumed.epochs_done) == (
+        steps_per_epoch + 1,
+        whole.steps_done,
+        2,
+    )
+    assert optimizer_steps(tmp_path / "split") == optimizer_steps(tmp_path / "whole")
+    with (
+        h5py.File(tmp_path / "whole" / "backup" / "latest.weights.h5") as a,
+        h5py.File(tmp_path / "split" / "backup" / "latest.weights.h5") as b,
+    ):
+        names = []
+        a.visit(lambda name: names.append(name) if isinstance(a[name], h5py.Dataset) else None)
+        for name in names:  # weights and Adam's moments: the same steps on the same batches
+            np.testing.assert_allclose(b[name][()], a[name][()], rtol=1e-5, atol=1e-6)
+    assert [e["epoch"] for e in bundle.read_history(tmp_path / "split")] == [1, 2]
+
+
+def test_checkpoint_steps_report_validation_within_an_epoch(tmp_path, token_sequences):
+    reports = []
+    train_sequences(token_sequences, tmp_path, info(1, checkpoint_steps=2), on_checkpoint=reports.append)
+    steps_per_epoch = reports[-1].steps_per_epoch
+    assert [r.step for r in reports] == [*range(2, steps_per_epoch, 2), steps_per_epoch]
+    assert all(r.validation_loss is not None and r.loss > 0 for r in reports)
+    assert len(bundle.read_history(tmp_path)) == 1
+
+
 def test_asking_for_more_epochs_continues_a_finished_run(tmp_path, token_sequences):
     train_sequences(token_sequences, tmp_path, info(2))
     result = train_sequences(token_sequences, tmp_path, info(4))
