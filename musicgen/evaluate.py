@@ -267,14 +267,15 @@ def _to_ids(scores: Sequence[Score], vocabulary: Vocabulary) -> list[np.ndarray]
 
 
 def lstm_likelihood(model, sequences: Sequence[np.ndarray]) -> Likelihood:
-    """NLL per token (nats) and accuracy on ids 2..n of each sequence, each read in one pass."""
+    """NLL per token (nats) and accuracy on ids 2..n of each sequence, in bounded memory whatever their lengths."""
+    from musicgen.model import chunked_logits  # TensorFlow only when a model is scored
+
+    inputs = [np.asarray(ids, np.int32)[:-1] for ids in sequences if len(ids) >= 2]
+    targets = [np.asarray(ids)[1:] for ids in sequences if len(ids) >= 2]
     total, correct, count = 0.0, 0, 0
-    for ids in sequences:
-        if len(ids) < 2:
-            continue
-        logits = model.predict_on_batch(np.asarray(ids, np.int32)[None, :-1])[0]  # compiled, no dropout
-        nll, hits = score_logits(logits, ids[1:])
-        total, correct, count = total + nll, correct + hits, count + len(ids) - 1
+    for index, start, logits in chunked_logits(model, inputs):
+        nll, hits = score_logits(logits, targets[index][start : start + len(logits)])
+        total, correct, count = total + nll, correct + hits, count + len(logits)
     if not count:
         raise ValueError("there is nothing to predict: every held-out piece has fewer than 2 tokens")
     return Likelihood(total / count, correct / count, count)

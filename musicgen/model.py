@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from musicgen.settings import ModelConfig  # noqa: E402  (re-exported: the settings live without TensorFlow)
@@ -141,3 +142,61 @@ def _backward_loop(d_hs, d_c_last, hs, cs, gates, c0, recurrent_kernel, product_
     start = (steps - 1, tf.zeros_like(d_hs[0]), d_c_last, tf.TensorArray("float32", size=steps))
     _, d_h0, d_c0, d_gates = tf.while_loop(lambda t, *_: t >= 0, step, start)
     return d_gates.stack(), d_h0, d_c0
+
+
+SCORING_CHUNK = 512  # time steps read per call while scoring; the LSTM state carries over to the next chunk
+SCORING_TOKENS = 8192  # pieces x time steps per call: bounds scoring memory (~50 MB for 2 x 256 units)
+
+
+def chunked_logits(model: keras.Model, pieces, chunk_length: int = SCORING_CHUNK, batch_tokens: int = SCORING_TOKENS):
+    """Yield (piece index, first position, logits (positions, vocabulary) float32) for every chunk of every piece.
+
+    Memory stays bounded whatever the piece lengths: pieces of similar length are read together, chunk by chunk,
+    each chunk continuing from the LSTM state the one before it ended in. Chunks of a piece come in order.
+    """
+    step = _continue_function(model)
+    for group in _similar_length_groups(pieces, chunk_length, batch_tokens):
+        ids = np.zeros((len(group), max(len(pieces[index]) for index in group)), np.int32)  # padding: never read
+        for row, index in enumerate(group):
+            ids[row, : len(pieces[index])] = pieces[index]
+        states = [(np.zeros((len(group), units), np.float32),) * 2 for units in _lstm_units(model)]
+        for start in range(0, ids.shape[1], chunk_length):
+            logits, states = step(ids[:, start : start + chunk_length], states)
+            logits = logits.numpy()
+            for row, index in enumerate(group):
+                if start < len(pieces[index]):
+                    yield index, start, logits[row, : len(pieces[index]) - start]
+
+
+def _similar_length_groups(pieces, chunk_length: int, batch_tokens: int) -> list[list[int]]:
+    """Indices of the pieces, shortest first, in groups of at most batch_tokens // (chunk time steps) pieces."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(pieces)), key=lambda i: len(pieces[i])):
+        width = max(1, batch_tokens // max(1, min(len(pieces[index]), chunk_length)))
+        if groups and len(groups[-1]) < width:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def _lstm_units(model: keras.Model) -> list[int]:
+    return [layer.units for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+
+
+def _continue_function(model: keras.Model):
+    """A compiled step: (ids (batch, time), [(h, c) per LSTM layer]) -> (logits, new states), no dropout."""
+    layers = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout))]
+
+    @tf.function(reduce_retracing=True)
+    def step(ids, states):
+        x, new_states = ids, []
+        for layer in layers:
+            if isinstance(layer, keras.layers.LSTM):
+                _, x, state = layer.inner_loop(x, list(states[len(new_states)]), None)
+                new_states.append(tuple(tf.cast(s, "float32") for s in state))
+            else:
+                x = layer(x)
+        return tf.cast(x, "float32"), new_states
+
+    return step

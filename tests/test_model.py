@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from musicgen.bundle import BundleInfo, load_bundle
-from musicgen.model import LSTM, ModelConfig, build_model
+from musicgen.model import LSTM, ModelConfig, build_model, chunked_logits
 from musicgen.tokens import Vocabulary
 from musicgen.train import TrainConfig, compute_dtype, cpu_has_bfloat16, train_sequences
 from tests.conftest import TINY_MODEL
@@ -84,3 +84,15 @@ def test_precision_is_checked_and_auto_follows_the_cpu():
 
 def test_settings_of_earlier_bundles_still_read():
     assert TrainConfig.from_dict({"epochs": 3, "jit_compile": True}) == TrainConfig(epochs=3)
+
+
+def test_chunked_logits_equal_one_pass_over_each_piece_whatever_the_lengths():
+    model = build_model(ModelConfig(vocabulary_size=30, embedding_size=8, layers=2, units=16))
+    pieces = [RANDOM.integers(0, 30, size=length).astype(np.int32) for length in (1, 5, 23, 40, 7, 61)]
+    got = {index: [] for index in range(len(pieces))}
+    for index, start, logits in chunked_logits(model, pieces, chunk_length=8, batch_tokens=24):
+        assert start == sum(len(chunk) for chunk in got[index])  # chunks of a piece come in order
+        got[index].append(logits)
+    for index, piece in enumerate(pieces):
+        whole = model.predict_on_batch(piece[None, :])[0]
+        np.testing.assert_allclose(np.concatenate(got[index]), whole, rtol=1e-4, atol=1e-5)
