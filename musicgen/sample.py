@@ -76,11 +76,11 @@ def scale_pitch_classes(key: str) -> set[int]:
 
 
 def follow_mask(vocabulary: Vocabulary) -> np.ndarray:
-    """(previous id, next id) -> may follow: a pitch takes a duration next, a duration only follows a note."""
+    """(previous id, next id) -> may follow: a note (pitch or drum) takes a duration next, a duration only follows
+    a note."""
     is_duration = np.array([name.startswith("duration_") for name in vocabulary.names])
-    is_pitch = vocabulary.pitch_of_id >= 0
     may_follow = np.tile(~is_duration, (len(vocabulary), 1))
-    may_follow[is_pitch] = is_duration
+    may_follow[vocabulary.is_note_id] = is_duration
     may_follow[is_duration] = True
     return may_follow
 
@@ -182,7 +182,7 @@ class Sampler:
         use_one_blas_thread()
         self.vocabulary = vocabulary
         self.network = Network(network.get_weights() if hasattr(network, "get_weights") else network)
-        self.is_pitch = vocabulary.pitch_of_id >= 0
+        self.is_note = vocabulary.is_note_id
         self.shift_steps_of_id = vocabulary.shift_steps_of_id.astype(np.int64)
         self.follow_mask = follow_mask(vocabulary)
         self.opening_mask = opening_mask(vocabulary)
@@ -205,11 +205,14 @@ class Sampler:
             batch.step()
         return request.results()
 
-    def scores(self, config: SampleConfig, primer: list[int] | None = None, program: int = 0) -> list[Score]:
-        """The generated pieces as Scores, at the config's tempo and cut to its length in seconds."""
+    def scores(self, config: SampleConfig, primer: list[int] | None = None, program: int | None = None) -> list[Score]:
+        """The generated pieces as Scores, at the config's tempo and cut to its length in seconds; `program` plays
+        every part but the drums on one instrument (None: each on its own, as the tokens say)."""
         return self.pieces_to_scores(config, self.generate(config, primer), program)
 
-    def pieces_to_scores(self, config: SampleConfig, pieces: list[list[int]], program: int = 0) -> list[Score]:
+    def pieces_to_scores(
+        self, config: SampleConfig, pieces: list[list[int]], program: int | None = None
+    ) -> list[Score]:
         """Generated ids as Scores, at the config's tempo and cut to its length in seconds."""
         microseconds_per_beat = round(60_000_000 / config.bpm)
         scores = [decode(ids, self.vocabulary, program, microseconds_per_beat) for ids in pieces]
@@ -319,7 +322,7 @@ class Batch:
         for index in np.flatnonzero(generating):
             row = self._rows[index]
             row.request.pieces[row.variation].append(int(token[index]))
-        columns["notes"] += generating & sampler.is_pitch[token]
+        columns["notes"] += generating & sampler.is_note[token]
         columns["steps"] += np.where(generating, sampler.shift_steps_of_id[token], 0)
         columns["made"] += generating
         limits_reached = (
@@ -388,18 +391,18 @@ def primer_from_score(score: Score, vocabulary: Vocabulary, notes: int = 16) -> 
     Only the opening notes are encoded, so a long piece costs no more than a short one."""
     opening = _opening_notes(score, vocabulary, notes)
     ids = encode(replace(score, notes=opening), vocabulary)[:-1]  # without `end`
-    is_pitch = vocabulary.pitch_of_id >= 0
+    is_note = vocabulary.is_note_id
     seen = 0
     for position, token in enumerate(ids[: MAX_PRIMER_TOKENS + 1]):
         if vocabulary.shift_steps_of_id[token] > 0 and (seen >= notes or position >= MAX_PRIMER_TOKENS):
             return ids[:position]
-        seen += int(is_pitch[token])
+        seen += int(is_note[token])
     return ids[:MAX_PRIMER_TOKENS]
 
 
 def _opening_notes(score: Score, vocabulary: Vocabulary, notes: int) -> tuple:
     """The notes the tokens keep, up to the chord that holds the `notes`-th, each held at most MAX_PRIMER_BEATS."""
-    kept = score.notes if vocabulary.config.include_drums else score.melodic_notes
+    kept = score.notes if vocabulary.keeps_drums else score.melodic_notes
     if len(kept) > notes:
         kept = tuple(note for note in kept if note.start <= kept[notes - 1].start)
     return tuple(replace(note, end=min(note.end, note.start + MAX_PRIMER_BEATS)) for note in kept)

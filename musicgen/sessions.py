@@ -286,7 +286,7 @@ def compose(
     composer: Composer,
     config,
     model_name: str,
-    program: int = 0,
+    program: int | None = None,
     primer_score: Score | None = None,
     primer_notes: int = 16,
 ) -> list[Piece]:

@@ -17,7 +17,7 @@ from musicgen.sample import (
     scale_pitch_classes,
 )
 from musicgen.score import Note, Score
-from musicgen.tokens import END, START, Vocabulary, decode
+from musicgen.tokens import END, START, TokenConfig, Vocabulary, decode
 from musicgen.train import TrainConfig, train_sequences
 from tests.conftest import TINY_MODEL, scale_piece
 
@@ -129,3 +129,27 @@ def test_a_primer_encodes_only_the_opening_of_a_long_piece():
     long_piece = Score(tuple(Note(beat / 4, 60 + beat % 12, beat / 4 + 0.25) for beat in range(200_000)))
     primer = primer_from_score(long_piece, Vocabulary(), notes=16)
     assert len(decode(primer, Vocabulary()).notes) == 16
+
+
+def random_network(vocabulary: Vocabulary, seed: int = 0) -> list[np.ndarray]:
+    """Weights of an untrained 1 x 32 network, as the arrays a bundle holds (no TensorFlow needed)."""
+    from musicgen.boundary import weight_shapes
+
+    config = ModelConfig(vocabulary_size=len(vocabulary), embedding_size=8, layers=1, units=32)
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.5, shape).astype(np.float32) for shape in weight_shapes(config).values()]
+
+
+def test_with_instrument_tokens_drums_count_as_notes_and_parts_keep_their_instruments():
+    vocabulary = Vocabulary(TokenConfig(instruments=True))
+    sampler = Sampler(random_network(vocabulary), vocabulary)
+    pieces = sampler.generate(SampleConfig(max_notes=40, max_seconds=600, seed=3, variations=3, temperature=1.5))
+    for ids in pieces:
+        names = [vocabulary.names[i] for i in ids]
+        notes = [i for i, name in enumerate(names) if name.startswith(("pitch_", "drum_"))]
+        assert len(notes) == 41  # the note past the limit ends the piece
+        assert all(names[i + 1].startswith("duration_") for i in notes if i + 1 < len(names))
+    scores = [decode(ids, vocabulary) for ids in pieces]
+    assert any(note.is_drum for score in scores for note in score.notes)
+    assert len({note.program for score in scores for note in score.notes if not note.is_drum}) > 1
+    assert {note.program for note in sampler.scores(SampleConfig(seed=3), program=6)[0].melodic_notes} == {6}

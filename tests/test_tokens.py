@@ -1,8 +1,10 @@
 """musicgen.tokens: exact round trips on the grid, over the bundled chorales and random scores."""
 
+import io
 import json
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from musicgen.tokens import MAX_PIECE_TOKENS, TokenConfig, Vocabulary, count_tok
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_FILES = sorted(SAMPLES.rglob("*.mid"))
 VOCABULARY = Vocabulary()
+INSTRUMENTS = Vocabulary(TokenConfig(instruments=True))
 
 
 def token_names(ids: list[int], vocabulary: Vocabulary = VOCABULARY) -> list[str]:
@@ -61,6 +64,7 @@ configs = st.builds(
     max_duration_steps=st.integers(1, 64),
     velocity_bins=st.integers(1, 32),
     include_drums=st.booleans(),
+    instruments=st.booleans(),
 )
 notes = st.builds(
     Note,
@@ -97,7 +101,8 @@ def test_quantized_scores_are_on_the_grid_and_stay_put(score, config):
     for note in on_grid.notes:
         step = note.start * config.steps_per_beat
         assert step == pytest.approx(round(step), abs=1e-9) and note.end > note.start
-        assert note.velocity in vocabulary.velocity_values and note.program == 0
+        assert note.velocity in vocabulary.velocity_values
+        assert config.instruments or (note.program, note.is_drum) == (0, False)
 
 
 @settings(max_examples=300, deadline=None)
@@ -111,6 +116,15 @@ def test_decode_makes_a_valid_score_of_any_ids(ids, program):
         assert 0 <= note.start < note.end
         assert 0 <= note.pitch <= 127 and 1 <= note.velocity <= 127
         assert (note.program, note.is_drum) == (program, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-3, len(INSTRUMENTS) + 3), max_size=300), st.one_of(st.none(), st.integers(0, 127)))
+def test_decode_with_instruments_makes_a_valid_score_of_any_ids(ids, program):
+    for note in decode(ids, INSTRUMENTS, program).notes:
+        assert 0 <= note.start < note.end and 0 <= note.pitch <= 127
+        assert note.program == 0 if note.is_drum or program is None and note.program == 0 else note.program >= 0
+        assert program is None or note.is_drum or note.program == program
 
 
 def test_decode_takes_numpy_arrays():
@@ -186,6 +200,52 @@ def test_drums_are_left_out_unless_kept():
     )
 
 
+def band_file() -> bytes:
+    """A format 1 file of three tracks: violin (program 40) and cello (42) in chords on one beat, and drums."""
+    tracks = []
+    for channel, program, pitches in ((0, 40, (76, 79)), (1, 42, (48,)), (9, None, (36, 42))):
+        track = mido.MidiTrack()
+        if program is not None:
+            track.append(mido.Message("program_change", channel=channel, program=program))
+        for _ in range(4):  # beats
+            track += [mido.Message("note_on", channel=channel, note=pitch, velocity=90) for pitch in pitches]
+            track += [mido.Message("note_off", channel=channel, note=pitch) for pitch in pitches]
+            track[-len(pitches)].time = 480
+        tracks.append(track)
+    data = io.BytesIO()
+    mido.MidiFile(type=1, ticks_per_beat=480, tracks=tracks).save(file=data)
+    return data.getvalue()
+
+
+def test_instruments_and_drums_come_back_exactly_from_a_multi_track_file():
+    score = midi.read(band_file())
+    assert {(note.program, note.is_drum) for note in score.notes} == {(40, False), (42, False), (0, True)}
+    ids = encode(score, INSTRUMENTS)
+    back = decode(ids, INSTRUMENTS)
+    assert back.notes == quantize(score, INSTRUMENTS).notes
+    assert {(note.program, note.is_drum) for note in back.notes} == {(40, False), (42, False), (0, True)}
+    assert midi.read(midi.write(back)).notes == back.notes  # and through a MIDI file again
+    names = [INSTRUMENTS.names[i] for i in ids]
+    assert names.count("program_40") == 4 and names.count("program_42") == 4  # one switch per instrument an onset
+    assert names.count("drum_36") == 4 and "pitch_36" not in names
+    print(f"tokens per note with instruments on the band file: {len(ids) / len(score.notes):.2f}")
+
+
+def test_a_piano_piece_needs_no_instrument_token_and_old_vocabularies_keep_their_ids():
+    piece = Score((Note(0.0, 60, 1.0), Note(1.0, 64, 2.0)))
+    assert encode(piece, INSTRUMENTS) == encode(piece)
+    assert INSTRUMENTS.names[: len(VOCABULARY)] == VOCABULARY.names
+    assert len(INSTRUMENTS) == len(VOCABULARY) + 256
+
+
+def test_drums_are_never_transposed_and_an_instrument_can_be_chosen_for_every_other_part():
+    ids = encode(midi.read(band_file()), INSTRUMENTS)
+    moved = decode(INSTRUMENTS.transpose_table(2)[ids], INSTRUMENTS, program=0)
+    assert {note.pitch for note in moved.notes if note.is_drum} == {36, 42}
+    assert {note.pitch for note in moved.notes if not note.is_drum} == {50, 78, 81}
+    assert {note.program for note in moved.notes} == {0}
+
+
 def test_decode_skips_what_it_cannot_use():
     ids = {name: i for i, name in enumerate(VOCABULARY.names)}
     sequence = [
@@ -233,7 +293,7 @@ def test_token_config_names_the_field_and_its_range(field, value):
 
 @pytest.mark.parametrize(
     "config",
-    [TokenConfig(), TokenConfig(12, 48, 96, 16, True), TokenConfig(1, 1, 1, 1)],
+    [TokenConfig(), TokenConfig(12, 48, 96, 16, True), TokenConfig(1, 1, 1, 1), TokenConfig(instruments=True)],
 )
 def test_a_vocabulary_survives_json(config):
     vocabulary = Vocabulary(config)
