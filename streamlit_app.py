@@ -62,6 +62,7 @@ INSTRUMENTS = {  # General MIDI program of each instrument offered for playback,
     "Clarinet": 71,
     "Flute": 73,
 }
+AS_WRITTEN = "As written: each part its own"  # for models whose tokens name the instruments
 NO_PRIMER = "nothing: a fresh start"
 KEY_OFF, KEY_AUTO = "off", "the key of the music I gave"
 LOSS_EXPLANATION = (
@@ -347,8 +348,11 @@ def compose_section(loaded: sessions.Composer, folder: Path, uploads: Corpus | N
     primers = primer_choices(uploads)
     sound, character, start = st.columns(3)
     with sound:
+        written = [AS_WRITTEN] if loaded.info.vocabulary.config.instruments else []
         instrument = st.selectbox(
-            "Instrument", list(INSTRUMENTS), help="The instrument that plays the piece (General MIDI)."
+            "Instrument",
+            written + list(INSTRUMENTS),
+            help="The instrument that plays the piece (General MIDI); drums stay drums.",
         )
         bpm = st.slider("Tempo (beats per minute)", 40, 200, 90, 5, help="How fast the piece is played.")
         seconds = st.slider("Length (seconds)", 10, 120, 30, 5, help="How long the piece lasts.")
@@ -391,7 +395,7 @@ def compose_section(loaded: sessions.Composer, folder: Path, uploads: Corpus | N
             key=None if key == KEY_OFF else key,
             bpm=float(bpm),
         )
-        name, program = model_name(folder), INSTRUMENTS[instrument]
+        name, program = model_name(folder), INSTRUMENTS.get(instrument)  # None: as written
         pieces = sessions.compose(loaded, config, name, program, primer, primer_notes)
         workspace().forget_pieces()
         info = loaded.info

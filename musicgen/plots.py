@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 
 from musicgen.score import Note, Score
@@ -16,6 +17,7 @@ from musicgen.score import Note, Score
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # spelt as the key names
 LOUDNESS_COLOURS = [[0.0, "#9ecae1"], [1.0, "#08306b"]]  # velocity 1 -> light blue, 127 -> dark blue
 PRIMER_COLOUR = "#f58518"  # orange, apart from every loudness colour
+PART_COLOURS = [colour for colour in plotly.colors.qualitative.Safe if colour != "rgb(221, 204, 119)"]  # sand is too pale
 NOTE_THICKNESS = 0.8  # bar height in semitones
 NOTE_OUTLINE = dict(width=0.5, color="white")  # keeps repeated notes of one pitch apart
 EVERY_NOTE_NAMED_UP_TO = 24  # name every pitch on the axis when the piece spans at most this many semitones
@@ -30,7 +32,8 @@ def pitch_to_name(pitch: int) -> str:
 
 
 def piano_roll(score: Score, primer_notes: int | Collection[Note] = 0, title: str = "") -> go.Figure:
-    """Notes as bars: time in seconds across, pitch up, darker when louder, the primer in orange.
+    """Notes as bars: time in seconds across, pitch up, the primer in orange; one colour per instrument when
+    several play, else darker when louder.
 
     `primer_notes` is either how many notes, from the first in time order, are the user's
     opening, or those notes themselves.
@@ -40,13 +43,25 @@ def piano_roll(score: Score, primer_notes: int | Collection[Note] = 0, title: st
         return _with_note(figure, "no notes")
     primer = set(score.notes[:primer_notes]) if isinstance(primer_notes, int) else set(primer_notes)
     generated = [note for note in score.notes if note not in primer]
-    if generated:
+    parts = _parts(generated)
+    if len(parts) == 1:
         figure.add_trace(_note_bars(score, generated, "composed", _loudness_marker(generated)))
+    for number, (instrument, notes) in enumerate(parts.items() if len(parts) > 1 else ()):
+        colour = PART_COLOURS[number % len(PART_COLOURS)]
+        figure.add_trace(_note_bars(score, notes, instrument, dict(color=colour, line=NOTE_OUTLINE)))
     if primer:
         opening = [note for note in score.notes if note in primer]
         figure.add_trace(_note_bars(score, opening, "your opening", dict(color=PRIMER_COLOUR, line=NOTE_OUTLINE)))
-    figure.update_layout(showlegend=bool(primer and generated))
+    figure.update_layout(showlegend=len(figure.data) > 1)
     return figure
+
+
+def _parts(notes: list[Note]) -> dict[str, list[Note]]:
+    """The notes of each instrument, by its name, in the order the instruments first play."""
+    parts: dict[str, list[Note]] = {}
+    for note in notes:
+        parts.setdefault(note.instrument, []).append(note)
+    return parts
 
 
 def _note_bars(score: Score, notes: list[Note], name: str, marker: dict) -> go.Bar:
@@ -81,7 +96,7 @@ def _loudness_marker(notes: list[Note]) -> dict:
 
 def _hover(note: Note, start: float, end: float) -> str:
     return (
-        f"<b>{pitch_to_name(note.pitch)}</b><br>start {start:.2f} s<br>"
+        f"<b>{pitch_to_name(note.pitch)}</b> {note.instrument.lower()}<br>start {start:.2f} s<br>"
         f"length {end - start:.2f} s<br>loudness {note.velocity}"
     )
 

@@ -121,3 +121,11 @@ def test_loss_curve_of_no_history_says_so():
     figure = loss_curve([])
     assert len(figure.data) == 0
     assert figure.layout.annotations[0].text == "no training yet"
+
+
+def test_several_instruments_get_a_colour_and_a_legend_entry_each():
+    notes = (Note(0.0, 76, 1.0, program=40), Note(0.0, 48, 2.0, program=42), Note(1.0, 36, 1.25, is_drum=True))
+    figure = piano_roll(Score(notes))
+    assert [trace.name for trace in figure.data] == ["Cello", "Violin", "Drums"]
+    assert len({trace.marker.color for trace in figure.data}) == 3 and figure.layout.showlegend
+    assert "cello" in figure.data[0].hovertext[0]
