@@ -1,6 +1,12 @@
-"""JSB Chorales: train musicgen's LSTM on piano-roll frames and report test NLL in nats per frame.
+"""Polyphonic piano-roll benchmarks: train musicgen's LSTM on frames and report test NLL in nats per frame.
 
-    python -m benchmarks.jsb PATH.mat [--minutes 30] [--smoke]   # PATH defaults to $MUSICGEN_JSB_MAT
+    python -m benchmarks.jsb [PATH.mat] [--minutes 30] [--checkpoint-steps 250] [--smoke]
+
+PATH is any piano-roll .mat file of Boulanger-Lewandowski et al. (2012)'s format (keys traindata, validdata,
+testdata; each piece a (frames, 88) array of 0 and 1): JSB Chorales, Nottingham, MuseData, Piano-midi.de.
+It defaults to $MUSICGEN_JSB_MAT, else JSB_Chorales.mat in $MUSICGEN_POLYPHONIC_DATA, else in the folder
+shared/data/polyphonic beside this repository. The published rows of the data set (by file name) are printed
+beside this run's.
 
 A piece becomes tokens: `start`, then for every frame its sounding keys in ascending
 order followed by `end_of_frame` (an empty frame is `end_of_frame` alone), then `end`.
@@ -9,27 +15,31 @@ token the model's distribution is renormalised over the tokens legal there (a ke
 the last key of the frame, or `end_of_frame`), so it is a proper distribution over frames.
 
 Benchmark rule (Boulanger-Lewandowski et al. 2012): for every piece, predict frames
-2..T from the frames before them (the LSTM reads the whole piece from `start` in one
-pass); sum -log P(frame_t | frames < t) over all predicted frames of the split and
-divide by the number of predicted frames (sum of T - 1).
+2..T from the frames before them (the LSTM reads the whole piece from `start`, chunk by
+chunk carrying its state, so memory does not grow with piece length); sum
+-log P(frame_t | frames < t) over all predicted frames of the split and divide by the
+number of predicted frames (sum of T - 1).
 
 Training uses musicgen's own `train_sequences` on every training piece in each of the
 12 transpositions -5..+6 semitones; a transposition that would push a note off the 88
 keys is dropped for that piece (never clamped, which would merge or reorder notes).
-After every epoch the weights are scored on the valid split by the benchmark rule; the
-best epoch is scored once on the test split. Training stops before an epoch that would
-not finish within the time budget.
+Every `checkpoint_steps` optimizer steps (and at each epoch's end) the weights are scored
+on the valid split by the benchmark rule; the best are scored once on the test split.
+Training stops when the time budget is spent, at any step. Every figure is appended to
+figures.jsonl in the run folder as soon as it is measured, and the final table is written
+to result.md there before it is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,8 +50,8 @@ from scipy.special import logsumexp
 
 from musicgen import bundle
 from musicgen.dataset import split_by_file
-from musicgen.model import ModelConfig, build_model
-from musicgen.train import EpochReport, TrainConfig, train_sequences
+from musicgen.model import ModelConfig, build_model, chunked_logits
+from musicgen.train import CHECKPOINT_FOLDER, CHECKPOINT_WEIGHTS, CheckpointReport, TrainConfig, train_sequences
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +59,50 @@ KEYS = 88  # piano keys; column k of a frame is MIDI pitch k + 21
 LOWEST_PITCH = 21  # MIDI pitch of column 0
 SHIFTS = tuple(range(-5, 7))  # transpositions in semitones: each of the 12 keys once
 SPLITS = ("traindata", "validdata", "testdata")
-BEST_WEIGHTS = "best_frame_nll.weights.h5"  # in the run folder: the epoch with the best valid NLL
+BEST_WEIGHTS = "best_frame_nll.weights.h5"  # in the run folder: the checkpoint with the best valid NLL
 KEY_PROBABILITY_FLOOR = 1e-6  # Bernoulli baseline: a key never seen in training costs ~14 nats, not infinity
 
-PUBLISHED = (  # (model, test NLL in nats per frame, source); all but the last predict keys independently
-    ("RNN", 8.91, "Bai et al. 2018, Table 1"),
-    ("LSTM", 8.45, "Bai et al. 2018, Table 1"),
-    ("GRU", 8.43, "Bai et al. 2018, Table 1"),
-    ("TCN", 8.10, "Bai et al. 2018, Table 1"),
-    ("RNN-NADE", 5.19, "Boulanger-Lewandowski et al. 2012 (about)"),
-    ("DMM-Aug-NADE (variational bound)", 5.12, "Krishnan et al. 2017"),
-)
+DATA_VARIABLE = "MUSICGEN_POLYPHONIC_DATA"  # a folder holding the .mat files
+DEFAULT_FILE = "JSB_Chorales.mat"
+FIGURES_FILE = "figures.jsonl"  # in the run folder: one JSON line per figure, written as it is measured
+RESULT_FILE = "result.md"  # in the run folder: the final table
+
+# Published test NLL in nats per frame: (model, figure, source), by data set. All but the NADE rows predict the
+# keys of a frame independently. Bai et al. 2018 is "An Empirical Evaluation of Generic Convolutional and
+# Recurrent Networks for Sequence Modeling" (arXiv:1803.01271), Table 1 ("polyphonic music, loss"); the figures
+# are copied from that table as this file's earlier version had them, not re-checked against the paper here.
+PUBLISHED = {
+    "JSB Chorales": (
+        ("RNN", 8.91, "Bai et al. 2018, Table 1"),
+        ("LSTM", 8.45, "Bai et al. 2018, Table 1"),
+        ("GRU", 8.43, "Bai et al. 2018, Table 1"),
+        ("TCN", 8.10, "Bai et al. 2018, Table 1"),
+        ("RNN-NADE", 5.19, "Boulanger-Lewandowski et al. 2012 (about)"),
+        ("DMM-Aug-NADE (variational bound)", 5.12, "Krishnan et al. 2017"),
+    ),
+    "Nottingham": (
+        ("RNN", 4.05, "Bai et al. 2018, Table 1"),
+        ("LSTM", 3.29, "Bai et al. 2018, Table 1"),
+        ("GRU", 3.46, "Bai et al. 2018, Table 1"),
+        ("TCN", 3.07, "Bai et al. 2018, Table 1"),
+    ),
+}
+DATA_SET_NAMES = {"jsbchorales": "JSB Chorales", "jsb": "JSB Chorales", "nottingham": "Nottingham",
+                  "musedata": "MuseData", "pianomidi": "Piano-midi.de", "pianomidide": "Piano-midi.de"}  # fmt: skip
+
+
+def data_set_name(path: Path | str) -> str:
+    """The data set a .mat file holds, from its file name (JSB_Chorales.mat -> "JSB Chorales"), else its stem."""
+    stem = Path(path).stem
+    return DATA_SET_NAMES.get("".join(c for c in stem.lower() if c.isalnum()), stem)
+
+
+def default_path() -> Path | None:
+    """$MUSICGEN_JSB_MAT, else JSB_Chorales.mat in $MUSICGEN_POLYPHONIC_DATA or in shared/data/polyphonic beside
+    the repository; None when none of them is a file."""
+    folders = [os.environ.get(DATA_VARIABLE), Path(__file__).resolve().parents[2] / "shared/data/polyphonic"]
+    candidates = [os.environ.get("MUSICGEN_JSB_MAT"), *(Path(f) / DEFAULT_FILE for f in folders if f)]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -68,12 +111,12 @@ class Setup:
 
     model: ModelConfig
     train: TrainConfig  # validation_share is replaced so that the valid split is held out
-    minutes: float = 30.0  # training time budget, per-epoch validation included
+    minutes: float = 30.0  # training time budget, validation scoring included
 
 
 FULL = Setup(
     ModelConfig(vocabulary_size=KEYS + 3, embedding_size=64, layers=2, units=256, dropout=0.3),
-    TrainConfig(epochs=1000, sequence_length=128, batch_size=64, learning_rate=2e-3),
+    TrainConfig(epochs=1000, sequence_length=128, batch_size=64, learning_rate=2e-3, checkpoint_steps=250),
 )
 SMOKE = Setup(  # a few hundred steps of a tiny model: one epoch over the transposed training pieces
     ModelConfig(vocabulary_size=KEYS + 3, embedding_size=16, layers=1, units=32, dropout=0.0),
@@ -204,12 +247,22 @@ def frame_log_probabilities(vocabulary: FrameVocabulary, tokens: np.ndarray, log
 
     tokens: (L,) ids from `frames_to_tokens`; logits: (L, vocabulary), row i scores the token after tokens[i].
     """
-    masked = np.where(vocabulary.legal_next(tokens[:-1]), logits[:-1], -np.inf)
+    return frames_from_token_scores(vocabulary, tokens, target_log_probabilities(vocabulary, tokens, 0, logits))
+
+
+def target_log_probabilities(vocabulary: FrameVocabulary, tokens: np.ndarray, start: int, logits) -> np.ndarray:
+    """log P of tokens[start + 1 .. start + n] under rows 0..n-1 of `logits`, renormalised over the legal tokens."""
+    logits = np.asarray(logits, np.float64)[: len(tokens) - 1 - start]
+    masked = np.where(vocabulary.legal_next(tokens[start : start + len(logits)]), logits, -np.inf)
     log_probabilities = masked - logsumexp(masked, axis=1, keepdims=True)
+    return log_probabilities[np.arange(len(logits)), tokens[start + 1 : start + 1 + len(logits)]]
+
+
+def frames_from_token_scores(vocabulary: FrameVocabulary, tokens: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Sum the log P of tokens[1:] (`scores`) into one log P per frame (the final `end` belongs to none)."""
     targets = tokens[1:]
-    scores = log_probabilities[np.arange(len(targets)), targets]
     ends_frame = targets == vocabulary.end_of_frame
-    in_frame = (targets < vocabulary.keys) | ends_frame  # not the final `end`
+    in_frame = (targets < vocabulary.keys) | ends_frame
     frame_of_target = np.cumsum(ends_frame) - ends_frame
     return np.bincount(frame_of_target[in_frame], scores[in_frame], minlength=int(ends_frame.sum()))
 
@@ -223,27 +276,24 @@ def split_nll(frame_log_probabilities_per_piece: Sequence[np.ndarray]) -> float:
     return -float(sum(frames.sum() for frames in predicted)) / count
 
 
-LogitsFunction = Callable[[list[np.ndarray]], list[np.ndarray]]  # token arrays -> (L, vocabulary) logits each
+# token arrays -> (piece index, first position, logits (positions, vocabulary)) for chunks that cover every piece;
+# row i of a chunk scores the token after position start + i.
+LogitsFunction = Callable[[list[np.ndarray]], Iterator[tuple[int, int, np.ndarray]]]
 
 
 def model_nll(vocabulary: FrameVocabulary, logits_of: LogitsFunction, pieces: Sequence[np.ndarray]) -> float:
-    """The benchmark figure of a model, given as a function from token arrays to their logits."""
+    """The benchmark figure of a model, given as a function from token arrays to chunks of their logits."""
     tokens = [vocabulary.frames_to_tokens(piece) for piece in pieces]
-    pairs = zip(tokens, logits_of(tokens), strict=True)
-    return split_nll([frame_log_probabilities(vocabulary, piece, logits) for piece, logits in pairs])
+    scores = [np.zeros(len(piece) - 1) for piece in tokens]  # memory: one number per token, not per logit
+    for index, start, logits in logits_of(tokens):
+        chunk = target_log_probabilities(vocabulary, tokens[index], start, logits)
+        scores[index][start : start + len(chunk)] = chunk
+    return split_nll([frames_from_token_scores(vocabulary, t, s) for t, s in zip(tokens, scores, strict=True)])
 
 
 def lstm_logits(model) -> LogitsFunction:
-    """Logits of a musicgen LSTM, all pieces in one padded batch, each read whole from its start."""
-
-    def logits_of(tokens: list[np.ndarray]) -> list[np.ndarray]:
-        batch = np.zeros((len(tokens), max(len(t) for t in tokens)), np.int32)  # padding follows: never read
-        for row, piece in enumerate(tokens):
-            batch[row, : len(piece)] = piece
-        logits = np.asarray(model.predict_on_batch(batch), np.float64)
-        return [logits[row, : len(piece)] for row, piece in enumerate(tokens)]
-
-    return logits_of
+    """Logits of a musicgen LSTM, each piece read from its start, in chunks of bounded memory."""
+    return lambda tokens: chunked_logits(model, tokens)
 
 
 def bernoulli_logits(vocabulary: FrameVocabulary, key_probabilities: np.ndarray) -> LogitsFunction:
@@ -255,8 +305,9 @@ def bernoulli_logits(vocabulary: FrameVocabulary, key_probabilities: np.ndarray)
     p = np.asarray(key_probabilities, np.float64)
     log_silent = np.concatenate([[0.0], np.cumsum(np.log1p(-p))])  # [m]: log prod(1 - p_i, i < m)
 
-    def logits_of(tokens: list[np.ndarray]) -> list[np.ndarray]:
-        return [_bernoulli_rows(vocabulary, piece, np.log(p), log_silent) for piece in tokens]
+    def logits_of(tokens: list[np.ndarray]) -> Iterator[tuple[int, int, np.ndarray]]:
+        for index, piece in enumerate(tokens):
+            yield index, 0, _bernoulli_rows(vocabulary, piece, np.log(p), log_silent)
 
     return logits_of
 
@@ -278,53 +329,76 @@ def key_probabilities(pieces: Sequence[np.ndarray]) -> np.ndarray:
 # --- training ---------------------------------------------------------------------------
 
 
-class EpochSelector:
-    """Scores each finished epoch on the valid split by the benchmark rule, keeps the best, watches the clock."""
+class CheckpointSelector:
+    """Scores each checkpoint on the valid split by the benchmark rule, keeps the best, watches the clock."""
 
-    def __init__(self, setup: Setup, validation: list[np.ndarray], run_dir: Path):
-        self.vocabulary, self.validation, self.run_dir = FrameVocabulary(), validation, run_dir
+    def __init__(self, setup: Setup, validation: list[np.ndarray], run_dir: Path, figures: FigureLog):
+        self.vocabulary, self.validation, self.run_dir, self.figures = FrameVocabulary(), validation, run_dir, figures
         self.model = build_model(setup.model)
-        self.started = self.epoch_ended = time.monotonic()
+        self.started = time.monotonic()
         self.deadline = self.started + setup.minutes * 60
-        self.best_nll, self.best_epoch, self.epochs = math.inf, 0, 0
-        self.next_epoch_fits = True
+        self.best_nll, self.best_step, self.step, self.scored_at = math.inf, 0, 0, self.started
+        self.steps_per_epoch = 0  # known from the first checkpoint on
 
-    def on_epoch(self, report: EpochReport) -> None:
-        """Load this epoch's weights (BackupAndRestore has just written them) and score them."""
-        self.model.load_weights(self.run_dir / "backup" / "latest.weights.h5")
+    def on_checkpoint(self, report: CheckpointReport) -> None:
+        """Score the weights the run has just saved."""
+        self.steps_per_epoch = report.steps_per_epoch
+        self.score(report.step, report.loss, report.validation_loss)
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the training windows done at the last scored step (0 before the first checkpoint)."""
+        return self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+
+    def score(self, step: int, loss: float | None = None, validation_loss: float | None = None) -> None:
+        """Load the run's last checkpoint, score it on the valid split, keep it if it is the best so far."""
+        self.model.load_weights(self.run_dir / CHECKPOINT_FOLDER / CHECKPOINT_WEIGHTS)
         nll = model_nll(self.vocabulary, lstm_logits(self.model), self.validation)
-        self.epochs = report.epoch
+        self.step, self.scored_at = step, time.monotonic()
         if nll < self.best_nll:
-            self.best_nll, self.best_epoch = nll, report.epoch
+            self.best_nll, self.best_step = nll, step
             self.model.save_weights(self.run_dir / BEST_WEIGHTS)
-        now = time.monotonic()
-        epoch_seconds, self.epoch_ended = now - self.epoch_ended, now  # training, validation and this scoring
-        self.next_epoch_fits = now + epoch_seconds <= self.deadline
-        log.info(
-            "epoch %d: loss %.4f, valid loss %.4f nats/token, valid NLL %.3f nats/frame%s, %.0f s, %.1f min in",
-            report.epoch, report.loss, report.validation_loss or math.nan, nll,
-            " (best)" if self.best_epoch == report.epoch else "", epoch_seconds, (now - self.started) / 60,
-        )  # fmt: skip
+        minutes = (self.scored_at - self.started) / 60
+        best = " (best)" if self.best_step == step else ""
+        self.figures.write(kind="validation", step=step, epochs=round(self.epochs, 3), minutes=round(minutes, 2),
+                           valid_nll=nll, loss=loss, valid_loss=validation_loss)  # fmt: skip
+        log.info("step %d (epoch %.2f): loss %s, valid NLL %.3f nats/frame%s, %.1f min in",
+                 step, self.epochs, "-" if loss is None else f"{loss:.4f}", nll, best, minutes)  # fmt: skip
 
     def should_stop(self) -> bool:
-        """Stop before an epoch that would not finish in time, or when the time is up."""
-        return not self.next_epoch_fits or time.monotonic() > self.deadline
+        """True once the time budget is spent."""
+        return time.monotonic() > self.deadline
 
     @property
     def minutes(self) -> float:
-        """Time from the start until the last finished epoch was scored."""
-        return (self.epoch_ended - self.started) / 60
+        """Time from the start until the last checkpoint was scored."""
+        return (self.scored_at - self.started) / 60
+
+
+class FigureLog:
+    """Appends every figure of a run to figures.jsonl as soon as it is measured."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **figures) -> None:
+        """One JSON line, flushed to disk."""
+        with self.path.open("a") as file:
+            file.write(json.dumps(figures) + "\n")
 
 
 @dataclass(frozen=True)
 class BenchmarkResult:
     """The figures of one run, in nats per predicted frame."""
 
+    data_set: str
     test_nll: float
     validation_nll: float
-    best_epoch: int
-    epochs: int  # finished epochs
-    training_minutes: float  # until the last finished epoch was scored
+    best_step: int  # optimizer steps of the best weights
+    steps: int  # optimizer steps done
+    epochs: float  # passes over the transposed training pieces, with the fraction of the last one
+    training_minutes: float  # until the last checkpoint was scored
     test_frames: int  # the divisor of the test figure
     uniform_test_nll: float
     bernoulli_test_nll: float
@@ -332,44 +406,64 @@ class BenchmarkResult:
     run_dir: Path
 
 
+@dataclass(frozen=True)
+class _Baselines:
+    uniform_test: float
+    bernoulli_test: float
+    bernoulli_validation: float
+
+
 def run_benchmark(path: Path | str, setup: Setup, runs_root: Path | str = "runs") -> BenchmarkResult:
-    """Train on the train split, choose the epoch on the valid split, score it once on the test split."""
+    """Train on the train split, choose the checkpoint on the valid split, score it once on the test split."""
     path, vocabulary = Path(path), FrameVocabulary()
     splits = load_splits(path)
     train, validation, test = (splits[name] for name in SPLITS)
     fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     run_dir = Path(runs_root) / f"jsb-{fingerprint[:12]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    figures = FigureLog(run_dir / FIGURES_FILE)
+    baselines = _baselines(vocabulary, train, validation, test, figures)
+    selector = CheckpointSelector(setup, validation, run_dir, figures)
+    _train(path, setup, run_dir, fingerprint, train, validation, selector)
+    selector.model.load_weights(run_dir / BEST_WEIGHTS)
+    test_nll = model_nll(vocabulary, lstm_logits(selector.model), test)
+    figures.write(kind="test", step=selector.best_step, test_nll=test_nll, valid_nll=selector.best_nll)
+    return BenchmarkResult(
+        data_set_name(path), test_nll, selector.best_nll, selector.best_step, selector.step, selector.epochs,
+        selector.minutes, sum(len(piece) - 1 for piece in test), baselines.uniform_test, baselines.bernoulli_test,
+        baselines.bernoulli_validation, run_dir,
+    )  # fmt: skip
+
+
+def _baselines(vocabulary, train, validation, test, figures: FigureLog) -> _Baselines:
+    """The sanity baselines, measured (and written down) before training starts."""
+    bernoulli = bernoulli_logits(vocabulary, key_probabilities(train))
+    baselines = _Baselines(
+        model_nll(vocabulary, bernoulli_logits(vocabulary, np.full(KEYS, 0.5)), test),
+        model_nll(vocabulary, bernoulli, test),
+        model_nll(vocabulary, bernoulli, validation),
+    )
+    figures.write(kind="baselines", **{name: getattr(baselines, name) for name in baselines.__dataclass_fields__})
+    return baselines
+
+
+def _train(path, setup, run_dir, fingerprint, train, validation, selector: CheckpointSelector) -> None:
+    """Train with the project's own `train_sequences` until the budget is spent; score where it stopped too."""
+    vocabulary = FrameVocabulary()
     training = [vocabulary.frames_to_tokens(piece) for piece in transposed_pieces(train)]
     sequences, share = arrange_for_validation(
         training, [vocabulary.frames_to_tokens(piece) for piece in validation], setup.train.seed
     )
-    info = bundle.BundleInfo(
-        replace(setup.model, vocabulary_size=len(vocabulary)),
-        vocabulary,
-        fingerprint,
-        [path.name],
-        replace(setup.train, validation_share=share),
-    )
+    config = replace(setup.train, validation_share=share)
+    model = replace(setup.model, vocabulary_size=len(vocabulary))
+    info = bundle.BundleInfo(model, vocabulary, fingerprint, [path.name], config)
     log.info("training on %d transposed pieces (%d tokens) for up to %.0f min in %s",
              len(training), sum(map(len, training)), setup.minutes, run_dir)  # fmt: skip
-    selector = EpochSelector(replace(setup, model=info.model_config), validation, run_dir)
-    train_sequences(sequences, run_dir, info, selector.on_epoch, selector.should_stop)
-    if selector.best_epoch == 0:
-        raise JsbError(f"no epoch finished within {setup.minutes:g} minutes; allow more minutes")
-    selector.model.load_weights(run_dir / BEST_WEIGHTS)
-    bernoulli = bernoulli_logits(vocabulary, key_probabilities(train))
-    return BenchmarkResult(
-        test_nll=model_nll(vocabulary, lstm_logits(selector.model), test),
-        validation_nll=selector.best_nll,
-        best_epoch=selector.best_epoch,
-        epochs=selector.epochs,
-        training_minutes=selector.minutes,
-        test_frames=sum(len(piece) - 1 for piece in test),
-        uniform_test_nll=model_nll(vocabulary, bernoulli_logits(vocabulary, np.full(KEYS, 0.5)), test),
-        bernoulli_test_nll=model_nll(vocabulary, bernoulli, test),
-        bernoulli_validation_nll=model_nll(vocabulary, bernoulli, validation),
-        run_dir=run_dir,
-    )
+    result = train_sequences(sequences, run_dir, info, should_stop=selector.should_stop,
+                             on_checkpoint=selector.on_checkpoint)  # fmt: skip
+    if result.steps_done > selector.step:  # stopped between checkpoints: the last steps count too
+        selector.score(result.steps_done)
+    if selector.best_step == 0:
+        raise JsbError(f"no optimizer step finished within {setup.minutes:g} minutes; allow more minutes")
 
 
 # --- report -----------------------------------------------------------------------------
@@ -379,45 +473,52 @@ def result_table(result: BenchmarkResult, setup: Setup) -> str:
     """A markdown table of the published figures, the sanity baselines and this run."""
     model = setup.model
     ours = f"musicgen LSTM {model.layers}x{model.units}, frame tokens, transposed -5..+6"
+    steps = f"{result.steps} ({result.epochs:.1f} epochs; best at {result.best_step})"
     rows = [
         ("uniform p = 0.5 per key (sanity, 88 ln 2)", result.uniform_test_nll, "", "", "", "this run"),
         ("independent Bernoulli per key, fitted on train (sanity)", result.bernoulli_test_nll,
          f"{result.bernoulli_validation_nll:.2f}", "", "", "this run"),
-        *((name, nll, "", "", "", source) for name, nll, source in PUBLISHED),
-        (ours, result.test_nll, f"{result.validation_nll:.2f}", f"{result.training_minutes:.1f}",
-         f"{result.epochs} (best {result.best_epoch})", "this run"),
+        *((name, nll, "", "", "", source) for name, nll, source in PUBLISHED.get(result.data_set, ())),
+        (ours, result.test_nll, f"{result.validation_nll:.2f}", f"{result.training_minutes:.1f}", steps, "this run"),
     ]  # fmt: skip
     lines = [
-        f"JSB Chorales, nats per predicted frame ({result.test_frames} test frames), lower is better",
+        f"{result.data_set}, nats per predicted frame ({result.test_frames} test frames), lower is better",
         "",
-        "| model | test NLL | valid NLL | training min | epochs | source |",
+        "| model | test NLL | valid NLL | training min | optimizer steps | source |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {name} | {nll:.2f} | {valid} | {minutes} | {epochs} | {source} |"
-              for name, nll, valid, minutes, epochs, source in rows]  # fmt: skip
+    lines += [f"| {name} | {nll:.2f} | {valid} | {minutes} | {steps} | {source} |"
+              for name, nll, valid, minutes, steps, source in rows]  # fmt: skip
+    if result.data_set not in PUBLISHED:
+        lines.append(f"\nNo published figures known here for {result.data_set}.")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.jsb", description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", default=os.environ.get("MUSICGEN_JSB_MAT"),
-                        help="JSB_Chorales.mat (default: $MUSICGEN_JSB_MAT)")  # fmt: skip
+    parser.add_argument("path", nargs="?", default=default_path(), help="a piano-roll .mat (default: see above)")
     parser.add_argument("--minutes", type=float, default=30.0, help="training time budget (default 30)")
+    every = FULL.train.checkpoint_steps
+    parser.add_argument("--checkpoint-steps", type=int, default=every, help=f"steps between validations ({every})")
     parser.add_argument("--smoke", action="store_true", help="a few hundred steps of a tiny model")
     parser.add_argument("--runs", default="runs", help="folder for the run folder (default runs)")
     args = parser.parse_args(argv)
     if not args.path:
-        parser.error("give the path of JSB_Chorales.mat or set MUSICGEN_JSB_MAT")
+        parser.error(f"give the path of a .mat file, or set MUSICGEN_JSB_MAT or {DATA_VARIABLE}")
     if args.minutes <= 0:
         parser.error(f"--minutes must be above 0, got {args.minutes}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     setup = replace(SMOKE if args.smoke else FULL, minutes=args.minutes)
+    if not args.smoke:
+        setup = replace(setup, train=replace(setup.train, checkpoint_steps=args.checkpoint_steps))
     try:
         result = run_benchmark(args.path, setup, args.runs)
     except JsbError as error:
         parser.exit(1, f"error: {error}\n")
-    print(result_table(result, setup))
-    print(f"\nbest weights: {result.run_dir / BEST_WEIGHTS}")
+    table = result_table(result, setup)
+    (result.run_dir / RESULT_FILE).write_text(table + "\n")
+    print(table)
+    print(f"\nbest weights: {result.run_dir / BEST_WEIGHTS}; figures as measured: {result.run_dir / FIGURES_FILE}")
 
 
 if __name__ == "__main__":

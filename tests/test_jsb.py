@@ -1,7 +1,8 @@
 """The JSB Chorales benchmark: serialization, the evaluation rule, and a tiny model trained for real."""
 
+import json
 import math
-import os
+from dataclasses import replace
 from functools import cache
 from itertools import product
 from pathlib import Path
@@ -13,13 +14,17 @@ import scipy.io
 from benchmarks.jsb import (
     KEYS,
     SMOKE,
+    FigureLog,
     FrameVocabulary,
     JsbError,
     arrange_for_validation,
     bernoulli_logits,
+    data_set_name,
+    default_path,
     frame_log_probabilities,
     key_probabilities,
     load_splits,
+    lstm_logits,
     model_nll,
     result_table,
     run_benchmark,
@@ -31,7 +36,6 @@ from musicgen.dataset import split_by_file
 from musicgen.model import ModelConfig, build_model
 
 VOCABULARY = FrameVocabulary()
-SHARED_MAT = Path("/work/shared/data/polyphonic/JSB_Chorales.mat")
 
 
 def random_pieces(seed: int, count: int, keys: int = KEYS) -> list[np.ndarray]:
@@ -59,9 +63,8 @@ def write_mat(path: Path, splits: dict[str, list[np.ndarray]]) -> Path:
 
 def jsb_file(tmp_path: Path) -> Path:
     """The real JSB file when there is one, else a small synthetic file of the same layout."""
-    for candidate in (os.environ.get("MUSICGEN_JSB_MAT"), SHARED_MAT):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
+    if default_path() is not None:
+        return default_path()
     splits = {"traindata": random_pieces(1, 24), "validdata": random_pieces(2, 8), "testdata": random_pieces(3, 8)}
     return write_mat(tmp_path / "synthetic.mat", splits)
 
@@ -125,6 +128,10 @@ def untrained_lstm():
     return build_model(ModelConfig(vocabulary_size=6, embedding_size=4, layers=1, units=8))
 
 
+def untrained_lstm_for(vocabulary: FrameVocabulary):
+    return build_model(ModelConfig(vocabulary_size=len(vocabulary), embedding_size=4, layers=1, units=8))
+
+
 def untrained_lstm_logits(tokens: np.ndarray) -> np.ndarray:
     return np.asarray(untrained_lstm().predict_on_batch(tokens[None, :]), np.float64)[0]
 
@@ -173,6 +180,44 @@ def test_smoke_run_trains_a_tiny_lstm_and_scores_the_test_split(tmp_path):
     result = run_benchmark(jsb_file(tmp_path), SMOKE, tmp_path / "runs")
     assert math.isfinite(result.test_nll) and result.test_nll < 88 * math.log(2)
     assert result.uniform_test_nll == pytest.approx(88 * math.log(2))
-    assert math.isfinite(result.bernoulli_test_nll) and result.epochs == result.best_epoch == 1
+    assert math.isfinite(result.bernoulli_test_nll) and result.epochs == 1 and result.best_step == result.steps > 0
     assert (result.run_dir / "best_frame_nll.weights.h5").is_file()
     assert f"| {result.test_nll:.2f} | {result.validation_nll:.2f} |" in result_table(result, SMOKE)
+    figures = [json.loads(line) for line in (result.run_dir / "figures.jsonl").read_text().splitlines()]
+    assert [figure["kind"] for figure in figures] == ["baselines", "validation", "test"]  # written as measured
+    assert figures[-1]["test_nll"] == result.test_nll
+
+
+def test_a_time_budget_stops_mid_epoch_and_the_last_steps_are_scored(tmp_path):
+    path = write_mat(tmp_path / "Nottingham.mat", {"traindata": random_pieces(1, 40), "validdata": random_pieces(2, 4),
+                                                   "testdata": random_pieces(3, 4)})  # fmt: skip
+    setup = replace(SMOKE, minutes=0.0)  # the budget is spent after the first step
+    result = run_benchmark(path, setup, tmp_path / "runs")
+    assert result.steps == result.best_step == 1 and result.data_set == "Nottingham"
+    table = result_table(result, setup)
+    assert "| TCN | 3.07 |" in table and "| TCN | 8.10 |" not in table
+
+
+def test_data_sets_are_named_from_their_file_names():
+    assert data_set_name("x/JSB_Chorales.mat") == "JSB Chorales"
+    assert data_set_name("Piano-midi.de.mat") == "Piano-midi.de"
+    assert data_set_name("my_rolls.mat") == "my_rolls"
+
+
+def test_lstm_scoring_is_the_one_pass_figure_in_bounded_chunks(tmp_path):
+    pieces = random_pieces(7, 5)
+    model = untrained_lstm_for(FrameVocabulary())
+
+    def one_pass(tokens):
+        for index, piece in enumerate(tokens):
+            yield index, 0, np.asarray(model.predict_on_batch(piece[None, :]), np.float64)[0]
+
+    assert model_nll(VOCABULARY, lstm_logits(model), pieces) == pytest.approx(model_nll(VOCABULARY, one_pass, pieces))
+
+
+def test_figures_are_appended_one_json_line_each(tmp_path):
+    figures = FigureLog(tmp_path / "run" / "figures.jsonl")
+    figures.write(kind="a", value=1.5)
+    figures.write(kind="b", value=None)
+    lines = (tmp_path / "run" / "figures.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"kind": "a", "value": 1.5}, {"kind": "b", "value": None}]
