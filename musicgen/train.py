@@ -255,19 +255,22 @@ class _Run:
 
 
 class _StopRequests(keras.callbacks.Callback):
-    """Asks `should_stop` after every batch and ends the fit after the optimizer step it is in."""
+    """Asks `should_stop` after every batch (it may pause there) and ends the fit once the optimizer step the
+    batch belongs to is whole."""
 
     def __init__(self, should_stop, accumulation_steps: int):
         super().__init__()
         self.should_stop, self.accumulation_steps = should_stop, accumulation_steps
-        self.stopped, self.steps_in_last_fit = False, 0
+        self.requested = self.stopped = False
+        self.steps_in_last_fit = 0
 
     def on_train_begin(self, logs=None):
         self.steps_in_last_fit = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.accumulation_steps:
-            return  # inside an optimizer step: its gradients are not applied yet
-        self.steps_in_last_fit += 1
-        if self.should_stop is not None and self.should_stop():
-            self.stopped = self.model.stop_training = True
+        if self.should_stop is not None and not self.requested:
+            self.requested = bool(self.should_stop())
+        if (batch + 1) % self.accumulation_steps == 0:  # the step's gradients are applied
+            self.steps_in_last_fit += 1
+            if self.requested:
+                self.stopped = self.model.stop_training = True
