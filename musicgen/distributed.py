@@ -272,7 +272,7 @@ class _Trainer:
 
     @property
     def variables(self) -> list:
-        """Everything a checkpoint holds: the model's weights, then the optimizer's state (its step count first)."""
+        """Everything a checkpoint holds: the model's weights, then the optimizer's state."""
         return list(self.model.weights) + list(self.optimizer.variables)
 
     def train(self, on_epoch: Callable[[EpochReport], None] | None) -> WorkerResult:
