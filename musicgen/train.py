@@ -63,10 +63,12 @@ def train(
     on_epoch: Callable[[EpochReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     start_from: bundle.Bundle | None = None,
+    on_checkpoint: Callable[[CheckpointReport], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) the run for this corpus and settings; the run folder is a model bundle.
 
     start_from: a trained model whose weights a new run starts from (its settings and vocabulary are used).
+    on_checkpoint: hears every checkpoint (each `checkpoint_steps` steps and each epoch's end), before on_epoch.
     """
     if start_from is not None:
         model_config, vocabulary = start_from.info.model_config, start_from.info.vocabulary
@@ -79,6 +81,7 @@ def train(
         on_epoch,
         should_stop,
         start_from.model.get_weights() if start_from is not None else None,
+        on_checkpoint,
     )
 
 
@@ -193,20 +196,20 @@ class _Run:
         self.stopper = _StopRequests(should_stop, self.config.accumulation_steps)
         self.steps_per_epoch = windows.steps_per_epoch
         self.history = bundle.read_history(run_dir)[: position.step // self.steps_per_epoch]
-        self.started_at = (len(self.history), position.step)
+        self.resumed_epochs, self.resumed_step = len(self.history), position.step
 
     def train(self) -> TrainResult:
         """Run segments until the last epoch ends or a stop is asked for."""
         total = self.config.epochs * self.steps_per_epoch
         while self.position.step < total and not self.stopper.stopped:
-            loss, seconds, steps = self._fit_segment(self._segment_steps(total))
-            if self.stopper.stopped:
-                _save_checkpoint(self.run_dir, self.model, self.position)
+            steps = self._segment_steps(total)
+            loss, seconds, done = self._fit_segment(steps)
+            if done == steps:  # a stop asked for in its last step still lets the segment end as usual
+                self._after_segment(loss, seconds)
             else:
-                self._after_segment(loss, seconds, steps)
-        epochs = self.position.step // self.steps_per_epoch
-        return TrainResult(self.run_dir, *self.started_at[:1], epochs, self.stopper.stopped,
-                           self.started_at[1], self.position.step)  # fmt: skip
+                _save_checkpoint(self.run_dir, self.model, self.position)
+        epochs, step = self.position.step // self.steps_per_epoch, self.position.step
+        return TrainResult(self.run_dir, self.resumed_epochs, epochs, self.stopper.stopped, self.resumed_step, step)
 
     def _segment_steps(self, total: int) -> int:
         step, every = self.position.step, self.config.checkpoint_steps
@@ -227,7 +230,7 @@ class _Run:
         self.position.epoch_seconds += seconds
         return loss, seconds, done
 
-    def _after_segment(self, loss: float, seconds: float, steps: int) -> None:
+    def _after_segment(self, loss: float, seconds: float) -> None:
         """Validation loss; at an epoch's end its report and the best weights; the checkpoint; then the hooks."""
         validation_loss = float(self.model.evaluate(self.validation, verbose=0)) if self.validation else None
         epoch_report = None

@@ -77,6 +77,13 @@ def test_a_run_stopped_mid_epoch_resumes_at_the_same_step_with_the_same_optimize
     assert [e["epoch"] for e in bundle.read_history(tmp_path / "split")] == [1, 2]
 
 
+def test_a_stop_asked_in_the_last_step_of_an_epoch_still_records_the_epoch(tmp_path, token_sequences):
+    steps_per_epoch = train_sequences(token_sequences, tmp_path / "whole", info(1)).steps_done
+    result = train_sequences(token_sequences, tmp_path / "run", info(2), should_stop=stop_after(steps_per_epoch))
+    assert (result.stopped, result.steps_done, result.epochs_done) == (True, steps_per_epoch, 1)
+    assert [entry["epoch"] for entry in bundle.read_history(tmp_path / "run")] == [1]
+
+
 def test_checkpoint_steps_report_validation_within_an_epoch(tmp_path, token_sequences):
     reports = []
     train_sequences(token_sequences, tmp_path, info(1, checkpoint_steps=2), on_checkpoint=reports.append)
