@@ -1,4 +1,4 @@
-"""The command line: `python -m musicgen train | generate | info | evaluate`.
+"""The command line: `python -m musicgen train | generate | styles | info | evaluate`.
 
 A thin shell over the library, like the app; errors print one plain line and exit 1.
 """
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     arguments.argv = list(sys.argv[1:] if argv is None else argv)  # local workers run the same command
     try:
-        if arguments.command is not info_command:
+        if arguments.command not in (info_command, styles_command, generate_command):  # these need no TensorFlow
             _import_tensorflow_quietly()
         arguments.command(arguments)
     except KeyboardInterrupt:
@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="command")
     _add_train(commands.add_parser("train", help="train an LSTM on MIDI files (resumes a stopped run)"))
     _add_generate(commands.add_parser("generate", help="compose a new piece with a trained model"))
+    commands.add_parser("styles", help="list the built-in styles, one name a line").set_defaults(command=styles_command)
     info = commands.add_parser("info", help="describe a trained model")
     info.add_argument("bundle", type=Path)
     info.set_defaults(command=info_command)
@@ -79,6 +80,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--transpose", type=int, default=0, help="augment by shifting up to this many semitones")
+    parser.add_argument(
+        "--instruments", action="store_true", help="tokens that name each note's instrument, and keep the drums"
+    )
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -122,8 +126,17 @@ def _positive_whole_number(text: str) -> int:
     return int(text)
 
 
+def _program_number(text: str) -> int:
+    """A General MIDI program 0..127, or a plain argparse error."""
+    if not text.strip().isdigit() or int(text) > 127:
+        raise argparse.ArgumentTypeError(f"must be a General MIDI program 0..127, not {text!r}")
+    return int(text)
+
+
 def _add_generate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path, help="a model folder")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("bundle", type=Path, nargs="?", help="a model folder")
+    model.add_argument("--style", help="a built-in style instead (python -m musicgen styles lists them)")
     parser.add_argument("--out", type=Path, default=Path("generated.mid"))
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--notes", type=int, default=400, help="stop after this many notes")
@@ -135,7 +148,9 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--primer-notes", type=int, default=16)
     parser.add_argument("--key", help="key lock, e.g. 'D minor'")
     parser.add_argument("--bpm", type=float, default=100.0)
-    parser.add_argument("--program", type=int, default=0, help="General MIDI instrument 0..127")
+    parser.add_argument(
+        "--program", type=_program_number, help="General MIDI instrument 0..127 of every part (default: the model's)"
+    )
     parser.add_argument("--variations", type=int, default=1)
     parser.set_defaults(command=generate_command)
 
@@ -146,6 +161,7 @@ def train_command(arguments: argparse.Namespace) -> None:
 
     from musicgen.corpus import load_paths
     from musicgen.model import ModelConfig
+    from musicgen.tokens import TokenConfig, Vocabulary
     from musicgen.train import TrainConfig, train
 
     model_config = ModelConfig(
@@ -164,14 +180,15 @@ def train_command(arguments: argparse.Namespace) -> None:
         seed=arguments.seed,
         precision=arguments.precision,
     )
+    vocabulary = Vocabulary(TokenConfig(instruments=arguments.instruments))
     if arguments.workers is not None or os.environ.get("TF_CONFIG"):
-        return _train_on_workers(arguments, model_config, train_config)
-    corpus = load_paths(_midi_paths(arguments.files))
+        return _train_on_workers(arguments, model_config, train_config, vocabulary)
+    corpus = load_paths(_midi_paths(arguments.files), vocabulary)
     for report in corpus.reports:
         print(report.summary)
     if not corpus.scores:
         raise ValueError("none of the files could be used for training")
-    result = train(corpus, arguments.runs, model_config, train_config, on_epoch=_print_epoch)
+    result = train(corpus, arguments.runs, model_config, train_config, vocabulary, on_epoch=_print_epoch)
     if result.resumed_from_epoch:
         print(f"resumed the earlier run after epoch {result.resumed_from_epoch}")
     print(f"model: {result.run_dir} ({result.epochs_done} epochs)")
@@ -180,7 +197,7 @@ def train_command(arguments: argparse.Namespace) -> None:
         print(f"copied to {arguments.out}")
 
 
-def _train_on_workers(arguments: argparse.Namespace, model_config, train_config) -> None:
+def _train_on_workers(arguments: argparse.Namespace, model_config, train_config, vocabulary) -> None:
     """Start local workers (--workers), or be one worker of the cluster in TF_CONFIG."""
     from musicgen import distributed
 
@@ -189,7 +206,7 @@ def _train_on_workers(arguments: argparse.Namespace, model_config, train_config)
         raise ValueError("TF_CONFIG is set, so this process is one worker of that cluster: leave out --workers")
     cluster = distributed.cluster_from_tf_config(os.environ.get("TF_CONFIG"))  # checked before anything is parsed
     show_reports = not launched_here and (cluster is None or cluster.is_chief)
-    cached = _cached_corpus(arguments, show_reports)
+    cached = _cached_corpus(arguments, show_reports, vocabulary)
     if arguments.workers is not None and not launched_here:
         threads = arguments.threads_per_worker or max(1, (os.cpu_count() or 1) // arguments.workers)
         distributed.launch_local_workers(arguments.argv, arguments.workers, threads, arguments.runs / "worker-logs")
@@ -199,17 +216,18 @@ def _train_on_workers(arguments: argparse.Namespace, model_config, train_config)
         arguments.runs,
         model_config,
         train_config,
+        vocabulary,
         on_epoch=_print_epoch if cluster is None or cluster.is_chief else None,
         checkpoint_steps=arguments.checkpoint_steps,
     )
     _print_worker_result(arguments, result, cluster)
 
 
-def _cached_corpus(arguments: argparse.Namespace, show_reports: bool):
+def _cached_corpus(arguments: argparse.Namespace, show_reports: bool, vocabulary):
     """The token shards of the files, parsed now where not cached yet; skipped files reported when asked."""
     from musicgen.token_cache import cache_corpus
 
-    cached = cache_corpus(_midi_paths(arguments.files), arguments.cache or arguments.runs / "token-cache")
+    cached = cache_corpus(_midi_paths(arguments.files), arguments.cache or arguments.runs / "token-cache", vocabulary)
     skipped = [report for report in cached.reports if report.error is not None]
     if show_reports:
         for report in skipped:
@@ -256,12 +274,13 @@ def _print_epoch(report) -> None:
 
 
 def generate_command(arguments: argparse.Namespace) -> None:
-    """Sample pieces and write them as MIDI files."""
+    """Sample pieces and write them as MIDI files (with NumPy: no TensorFlow)."""
     from musicgen import midi
-    from musicgen.bundle import load_bundle
+    from musicgen.bundle import load_weight_arrays
     from musicgen.sample import SampleConfig, Sampler, primer_from_score
+    from musicgen.styles import find_style
 
-    bundle = load_bundle(arguments.bundle)
+    info, weights = load_weight_arrays(arguments.bundle or find_style(arguments.style).model)
     config = SampleConfig(
         temperature=arguments.temperature,
         top_k=arguments.top_k,
@@ -275,12 +294,20 @@ def generate_command(arguments: argparse.Namespace) -> None:
     )
     primer = None
     if arguments.primer:
-        primer = primer_from_score(midi.read(arguments.primer), bundle.info.vocabulary, arguments.primer_notes)
-    pieces = Sampler(bundle.model, bundle.info.vocabulary).scores(config, primer, arguments.program)
+        primer = primer_from_score(midi.read(arguments.primer), info.vocabulary, arguments.primer_notes)
+    pieces = Sampler(weights, info.vocabulary).scores(config, primer, arguments.program)
     for number, piece in enumerate(pieces, 1):
         out = arguments.out if len(pieces) == 1 else arguments.out.with_stem(f"{arguments.out.stem}-{number}")
         out.write_bytes(midi.write(piece))
         print(f"{out}: {len(piece.notes)} notes, {piece.duration_seconds:.1f} s")
+
+
+def styles_command(arguments: argparse.Namespace) -> None:
+    """Print the name of every built-in style, one a line."""
+    from musicgen.styles import built_in_styles
+
+    for style in built_in_styles():
+        print(style.name)
 
 
 def info_command(arguments: argparse.Namespace) -> None:
