@@ -79,11 +79,11 @@ def lstm_sequence(inputs, kernel, recurrent_kernel, bias, h0, c0, product_dtype=
         steps, batch, width = tf.unstack(tf.shape(inputs))
         flat_inputs = tf.reshape(inputs, [-1, width])
         input_products = tf.reshape(_product(flat_inputs, kernel, product_dtype) + bias, [steps, batch, -1])
-        hs, cs, gates = _forward_loop(input_products, tf.cast(recurrent_kernel, product_dtype), h0, c0)
+        hs, c_last, factors = _forward_loop(input_products, tf.cast(recurrent_kernel, product_dtype), h0, c0)
 
         def gradient(d_hs, d_c_last):
             d_c_last = tf.zeros_like(c0) if d_c_last is None else d_c_last
-            d_gates, d_h0, d_c0 = _backward_loop(d_hs, d_c_last, hs, cs, gates, c0, recurrent_kernel, product_dtype)
+            d_gates, d_h0, d_c0 = _backward_loop(d_hs, d_c_last, factors, tf.cast(recurrent_kernel, product_dtype))
             flat = tf.reshape(d_gates, [steps * batch, -1])
             previous_hs = tf.reshape(tf.concat([h0[None], hs[:-1]], 0), [steps * batch, -1])
             return (
@@ -95,49 +95,48 @@ def lstm_sequence(inputs, kernel, recurrent_kernel, bias, h0, c0, product_dtype=
                 d_c0,
             )
 
-        return (hs, cs[-1]), gradient
+        return (hs, c_last), gradient
 
     return run(inputs, kernel, recurrent_kernel, bias, h0, c0)
 
 
 def _forward_loop(input_products, recurrent_kernel, h0, c0):
-    """Hidden states, cell states and gate activations (input, forget, cell, output) of every step."""
+    """Hidden states of every step, the last cell state, and what the backward pass needs of every step.
+
+    The backward factors are computed here, on one step's small tensors while they are in cache, rather than
+    afterwards in passes over whole (time, batch, 4 x units) tensors, which cost more than the products.
+    """
     steps, dtype = tf.shape(input_products)[0], recurrent_kernel.dtype
 
-    def step(t, h, c, hs, cs, gates):
+    def step(t, h, c, hs, gate_factors, state_factors, forget_gates):
         z = input_products[t] + tf.cast(tf.matmul(tf.cast(h, dtype), recurrent_kernel), "float32")
         i, f, g, o = tf.split(z, 4, axis=-1)
         i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-        c = f * c + i * g
-        h = o * tf.tanh(c)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.concat([i, f, g, o], -1))
+        new_c = f * c + i * g
+        tanh_c = tf.tanh(new_c)
+        h = o * tanh_c
+        # d z / d(c, c, c, h) for the gates i, f, g, o; d c / d h through h = o * tanh(c)
+        gates = tf.concat([g * i * (1 - i), c * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], -1)
+        arrays = (hs.write(t, h), gate_factors.write(t, gates), state_factors.write(t, o * (1 - tanh_c * tanh_c)))
+        return t + 1, h, new_c, *arrays, forget_gates.write(t, f)
 
-    arrays = [tf.TensorArray("float32", size=steps) for _ in range(3)]
-    _, _, _, hs, cs, gates = tf.while_loop(lambda t, *_: t < steps, step, (0, h0, c0, *arrays))
-    return hs.stack(), cs.stack(), gates.stack()
+    arrays = [tf.TensorArray("float32", size=steps) for _ in range(4)]
+    _, _, c, hs, *factors = tf.while_loop(lambda t, *_: t < steps, step, (0, h0, c0, *arrays))
+    return hs.stack(), c, factors
 
 
-def _backward_loop(d_hs, d_c_last, hs, cs, gates, c0, recurrent_kernel, product_dtype):
-    """Gradients of the gate inputs of every step, and of the initial h and c.
-
-    Everything that does not depend on the incoming state gradient is computed for all steps at once before
-    the loop, which then takes a few element-wise products and one matrix product a step.
-    """
-    i, f, g, o = tf.split(gates, 4, axis=-1)
-    tanh_c = tf.tanh(cs)
-    previous_cs = tf.concat([c0[None], cs[:-1]], 0)
-    c_from_h = o * (1 - tanh_c * tanh_c)  # d c / d h through h = o * tanh(c)
-    # d z / d(c, c, c, h) for the gates i, f, g, o
-    local = tf.concat([g * i * (1 - i), previous_cs * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], -1)
-    recurrent_kernel = tf.cast(recurrent_kernel, product_dtype)
-    steps = tf.shape(d_hs)[0]
+def _backward_loop(d_hs, d_c_last, factors, recurrent_kernel):
+    """Gradients of the gate inputs of every step, and of the initial h and c: a few element-wise products and
+    one matrix product a step."""
+    gate_factors, state_factors, forget_gates = factors
+    steps, dtype = tf.shape(d_hs)[0], recurrent_kernel.dtype
 
     def step(t, d_h, d_c, d_gates):
         d_h = d_h + d_hs[t]
-        d_c = d_c + d_h * c_from_h[t]
-        d_z = tf.concat([d_c, d_c, d_c, d_h], -1) * local[t]
-        d_h = tf.cast(tf.matmul(tf.cast(d_z, product_dtype), recurrent_kernel, transpose_b=True), "float32")
-        return t - 1, d_h, d_c * f[t], d_gates.write(t, d_z)
+        d_c = d_c + d_h * state_factors.read(t)
+        d_z = tf.concat([d_c, d_c, d_c, d_h], -1) * gate_factors.read(t)
+        d_h = tf.cast(tf.matmul(tf.cast(d_z, dtype), recurrent_kernel, transpose_b=True), "float32")
+        return t - 1, d_h, d_c * forget_gates.read(t), d_gates.write(t, d_z)
 
     start = (steps - 1, tf.zeros_like(d_hs[0]), d_c_last, tf.TensorArray("float32", size=steps))
     _, d_h0, d_c0, d_gates = tf.while_loop(lambda t, *_: t >= 0, step, start)
