@@ -82,7 +82,8 @@ def _transpose_randomly(windows: tf.Tensor, tables: tf.Tensor) -> tf.Tensor:
 class TrainingWindows:
     """The shuffled training batches of a run, addressable by optimizer step, so that a run resumes mid-epoch.
 
-    Epoch e visits the windows (overlapping by half) in the order of a permutation seeded by (seed, e), in whole
+    Epoch e visits the windows (overlapping by half) in the e-th order of tf.data's shuffle seeded by `seed` (the
+    orders `make_dataset` gives one epoch after another, so a run trains exactly as it did with it), in whole
     batches; the windows of an unfinished last batch wait for a later epoch's order. Fewer windows than a batch
     make one smaller batch. With transpose tables, each
     window's table is drawn from the same seed, so a resumed run sees exactly the batches it would have seen.
@@ -96,15 +97,29 @@ class TrainingWindows:
         self.shifts = 1 if transpose_tables is None else len(transpose_tables)
         self.transpose_tables = None if transpose_tables is None else tf.constant(transpose_tables, tf.int32)
         self._plan_epoch, self._plan = -1, (self.starts, self.starts)
+        self._orders, self._orders_given = None, 0
         if not len(self.starts):
             raise ValueError(f"the training music is shorter than one window of {sequence_length} tokens")
         self.steps_per_epoch = len(self.starts) // self.batch_size
 
     def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """The window starts of this epoch's whole batches in their order, and each window's transposition."""
-        random = np.random.default_rng([self.seed, epoch])
-        order = random.permutation(len(self.starts))[: self.steps_per_epoch * self.batch_size]
-        return self.starts[order], random.integers(0, self.shifts, len(order))
+        order = self._epoch_order(epoch)[: self.steps_per_epoch * self.batch_size]
+        shifts = np.random.default_rng([self.seed, epoch]).integers(0, self.shifts, len(order))
+        return self.starts[order], shifts
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """The shuffle's order of the windows in this epoch (orders are drawn in turn: going back starts over)."""
+        if self._orders is None or epoch < self._orders_given:
+            indices = tf.data.Dataset.range(len(self.starts))
+            self._orders = indices.shuffle(len(self.starts), seed=self.seed, reshuffle_each_iteration=True)
+            self._orders = self._orders.batch(len(self.starts))
+            self._orders_given = 0
+        while True:
+            order = next(iter(self._orders)).numpy()  # each new iterator reshuffles, as each epoch of fit did
+            self._orders_given += 1
+            if self._orders_given > epoch:
+                return order
 
     def batches(self, first_step: int, steps: int, parts: int = 1) -> tf.data.Dataset:
         """Batches of (inputs, targets) for optimizer steps first_step .. first_step + steps - 1, each in `parts`
