@@ -496,7 +496,13 @@ def result_table(result: BenchmarkResult, setup: Setup) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.jsb", description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", default=default_path(), help="a piano-roll .mat (default: see above)")
+    parser.add_argument(
+        "path",
+        nargs="?",
+        default=default_path(),
+        help=f"a piano-roll .mat (default: $MUSICGEN_JSB_MAT, or {DEFAULT_FILE} in "
+        f"${DATA_VARIABLE} or in shared/data/polyphonic beside the repository)",
+    )
     parser.add_argument("--minutes", type=float, default=30.0, help="training time budget (default 30)")
     every = FULL.train.checkpoint_steps
     parser.add_argument("--checkpoint-steps", type=int, default=every, help=f"steps between validations ({every})")
