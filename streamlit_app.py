@@ -25,6 +25,7 @@ from musicgen import audio, jobs, memory, plots, sessions
 from musicgen.bundle import MAX_BUNDLE_BYTES
 from musicgen.corpus import MAX_CORPUS_TOKENS, Corpus, UploadLimits, load_corpus
 from musicgen.midi import MAX_FILE_BYTES
+from musicgen.styles import Style, built_in_styles
 from musicgen.workspace import (
     WEIGHTS_FILE,
     Limits,
@@ -40,7 +41,7 @@ st.set_page_config(
 )
 
 APP_FOLDER = Path(__file__).resolve().parent
-SHIPPED_MODEL = Path(os.environ.get("MUSICGEN_MODEL") or APP_FOLDER / "checkpoints" / "bach")
+SHIPPED_MODEL = Path(os.environ.get("MUSICGEN_MODEL") or APP_FOLDER / "checkpoints" / "bach")  # the style offered first
 SHIPPED_MUSIC = Path(os.environ.get("MUSICGEN_MODEL_MUSIC") or APP_FOLDER / "samples" / "bach")
 EXAMPLES = APP_FOLDER / "samples" / "demo"  # short pieces a piece can start from
 PROGRESS_SECONDS = 1.0  # how often the progress of a queued or running training is redrawn
@@ -86,6 +87,15 @@ def server_log() -> None:
     logging.getLogger("musicgen").setLevel(logging.INFO)
 
 
+def styles() -> dict[Path, Style]:
+    """The built-in styles by model folder, the shipped model first: MUSICGEN_MODEL alone when it is set (read at
+    each run: a small file)."""
+    if os.environ.get("MUSICGEN_MODEL"):
+        return {SHIPPED_MODEL: Style(SHIPPED_MODEL.name, SHIPPED_MODEL.name, SHIPPED_MODEL, SHIPPED_MUSIC)}
+    found = {style.model: style for style in built_in_styles()}
+    return {SHIPPED_MODEL: Style("bach", "Bach chorales", SHIPPED_MODEL, SHIPPED_MUSIC)} | found
+
+
 @st.cache_resource(show_spinner=False)
 def limits() -> Limits:
     """Resource limits from the environment."""
@@ -107,7 +117,7 @@ def training_queue() -> jobs.TrainingQueue:
 @st.cache_resource(show_spinner=False)
 def composers() -> sessions.Composers:
     """Loaded models, within the memory kept for them."""
-    return sessions.Composers(memory_budget().model_bytes, SHIPPED_MODEL)
+    return sessions.Composers(memory_budget().model_bytes, list(styles()))
 
 
 @st.cache_resource(show_spinner=False)
@@ -159,9 +169,8 @@ def duration_text(seconds: float) -> str:
 
 def model_title(folder: str) -> str:
     """How the model list names a model folder."""
-    if Path(folder) == SHIPPED_MODEL:
-        name = "Bach chorales" if SHIPPED_MODEL.name == "bach" else SHIPPED_MODEL.name
-        return f"{name} (built in)"
+    if Path(folder) in styles():
+        return f"{styles()[Path(folder)].title} (built in)"
     return model_summary(Path(folder)).title
 
 
@@ -261,27 +270,27 @@ def open_model_zip() -> None:
 def header() -> None:
     st.title("musicgen")
     st.markdown(
-        "Compose new music with a neural network. Press **Compose** to hear a piece by a network "
-        "that learned from Bach's chorales, or teach it your own MIDI files further down."
+        "Compose new music with a neural network. Press **Compose** to hear a piece in the style chosen on "
+        "the left, or teach it your own MIDI files further down."
     )
 
 
 def choose_model(space: Workspace) -> Path:
     """The model list in the sidebar; the folder chosen."""
     busy = busy_folder()
-    options = [str(SHIPPED_MODEL)] + [str(folder) for folder in space.model_folders() if folder != busy]
+    options = [str(style) for style in styles()] + [str(folder) for folder in space.model_folders() if folder != busy]
     if st.session_state.get("model_choice") not in options:
         st.session_state.model_choice = options[0]
     with st.sidebar:
-        st.header("Model")
+        st.header("Style")
         choice = st.selectbox(
-            "Compose with",
+            "Compose in the style of",
             options,
             format_func=model_title,
             key="model_choice",
-            help="The trained network that writes the music. Models you train or open appear here.",
+            help="A built-in style, each a network trained on its own music. Models you train or open appear here.",
         )
-        if Path(choice) != SHIPPED_MODEL:
+        if Path(choice) not in styles():
             st.caption(markdown_text(model_summary(Path(choice)).details))
     return Path(choice)
 
@@ -289,7 +298,7 @@ def choose_model(space: Workspace) -> Path:
 def load_model(folder: Path) -> sessions.Composer | None:
     """The composer of a model folder, loaded once per process; None (and a message) when it cannot be."""
     if not weights_time(folder):
-        if folder == SHIPPED_MODEL:
+        if folder in styles():
             st.error(f"The model that comes with musicgen is missing: there is no trained model in {folder}.")
         return None
     with st.spinner("Getting the composer ready (only the first time)…"), plain_errors("load the model"):
@@ -299,9 +308,9 @@ def load_model(folder: Path) -> sessions.Composer | None:
 
 def get_ready(folder: Path, loaded: sessions.Composer | None) -> None:
     """Once the page is drawn: index the shipped model's music for originality."""
-    if loaded is not None and folder == SHIPPED_MODEL and SHIPPED_MUSIC.is_dir():
+    if loaded is not None and folder in styles() and styles()[folder].music.is_dir():
         with plain_errors("prepare the model"):
-            music_indexes().start(SHIPPED_MUSIC, loaded.info.vocabulary.config.steps_per_beat)
+            music_indexes().start(styles()[folder].music, loaded.info.vocabulary.config.steps_per_beat)
 
 
 def keep_model(folder: Path, loaded: sessions.Composer | None) -> None:
@@ -534,7 +543,8 @@ def originality(results: sessions.Results, piece: sessions.Piece, space: Workspa
     number = piece.variation
     if number not in results.originality:
         with st.spinner("Comparing with the music the model learned from…"), plain_errors("measure originality"):
-            folder = space.corpus_folder(results.corpus_fingerprint) or SHIPPED_MUSIC
+            built_in = styles().get(results.model_folder)
+            folder = space.corpus_folder(results.corpus_fingerprint) or (built_in.music if built_in else SHIPPED_MUSIC)
             found = music_indexes().get(folder, results.steps_per_beat) if folder.is_dir() else None
             if found is None or found.fingerprint != results.corpus_fingerprint:
                 st.caption("Originality: the music this model learned from is not here to compare with.")
@@ -650,7 +660,8 @@ def sequence_lengths_that_fit(model_folder: Path) -> list[int]:
     from musicgen.bundle import BundleError, describe_bundle
     from musicgen.settings import ModelConfig
 
-    models = [ModelConfig(layers=max(jobs.LAYER_CHOICES), units=max(jobs.UNIT_CHOICES), embedding_size=64)]
+    largest = dict(layers=max(jobs.LAYER_CHOICES), units=max(jobs.UNIT_CHOICES), embedding_size=64)
+    models = [ModelConfig(**largest, vocabulary_size=len(jobs.NEW_MODEL_VOCABULARY))]
     try:
         models.append(describe_bundle(model_folder).model_config)
     except BundleError:

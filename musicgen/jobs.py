@@ -22,13 +22,14 @@ from musicgen import memory
 from musicgen.boundary import parameter_count
 from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.sessions import FOREGROUND, GENERIC_ERROR, sentence
-from musicgen.tokens import Vocabulary
+from musicgen.tokens import TokenConfig, Vocabulary
 from musicgen.workspace import Workspace
 
 PAUSE_SECONDS = 3.0  # longest a training waits between two batches for pieces being composed
 MAX_WAITING = 16  # trainings waiting in the queue; each holds a thread until its turn
 # What the app offers for a new model and its training (tests check that every combination fits the memory budget).
 LAYER_CHOICES = (1, 2, 3)
+NEW_MODEL_VOCABULARY = Vocabulary(TokenConfig(instruments=True))  # a new model keeps each part's instrument
 UNIT_CHOICES = (32, 64, 128, 256, 512)
 SEQUENCE_LENGTH_CHOICES = (16, 32, 64, 128, 256, 512)
 
@@ -192,7 +193,7 @@ class TrainingJob:
             self.workspace.runs,
             request.model_config,
             request.train_config,
-            start_from.info.vocabulary if start_from is not None else Vocabulary(),
+            start_from.info.vocabulary if start_from is not None else NEW_MODEL_VOCABULARY,
             on_epoch=self._on_epoch,
             should_stop=self.should_stop,
             start_from=start_from,
@@ -219,7 +220,7 @@ def effective_model_config(request: TrainingRequest):
 
     if request.start_from is not None:
         return read_info(Path(request.start_from))[0].model_config
-    return ModelConfig(**{**request.model_config.to_dict(), "vocabulary_size": len(Vocabulary())})
+    return ModelConfig(**{**request.model_config.to_dict(), "vocabulary_size": len(NEW_MODEL_VOCABULARY)})
 
 
 def planned_run_folder(request: TrainingRequest, workspace: Workspace) -> Path:
@@ -271,7 +272,7 @@ def training_tokens(request: TrainingRequest) -> int:
     from musicgen.dataset import split_by_file
 
     config = request.train_config
-    vocabulary = read_info(Path(request.start_from))[0].vocabulary if request.start_from else Vocabulary()
+    vocabulary = read_info(Path(request.start_from))[0].vocabulary if request.start_from else NEW_MODEL_VOCABULARY
     train_part, _ = split_by_file(corpus_to_ids(request.corpus, vocabulary), config.validation_share, config.seed)
     return sum(len(ids) for ids in train_part)
 

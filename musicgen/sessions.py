@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,8 +175,8 @@ class Composers:
     when several visitors ask for it at the same moment.
     """
 
-    def __init__(self, budget_bytes: int, built_in: Path):
-        self.budget_bytes, self.built_in = budget_bytes, Path(built_in).resolve()
+    def __init__(self, budget_bytes: int, built_in: Collection[Path]):
+        self.budget_bytes, self.built_in = budget_bytes, {Path(folder).resolve() for folder in built_in}
         self._lock = threading.Lock()
         self._held: OrderedDict[tuple[str, float], tuple[Composer, int]] = OrderedDict()  # oldest use first
         self._loading = threading.Lock()  # one load at a time: each makes room before it loads
@@ -215,7 +215,7 @@ class Composers:
         """Drop the least recently used models until this one fits; its estimated cost (0 for the built-in one)."""
         from musicgen.bundle import read_info
 
-        if Path(key[0]) == self.built_in:
+        if Path(key[0]) in self.built_in:
             return 0
         cost = memory.composer_bytes(read_info(Path(key[0]))[0].model_config)
         if cost > self.budget_bytes:

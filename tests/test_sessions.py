@@ -233,10 +233,12 @@ def test_the_same_seed_gives_the_same_pieces_and_a_primer_opens_each_of_them(tin
     again = sessions.compose(composer, config, "tiny")
     assert [piece.midi_bytes for piece in first] == [piece.midi_bytes for piece in again]
     assert [piece.file_stem for piece in first] == ["musicgen-tiny-seed7-1", "musicgen-tiny-seed7-2"]
-    assert midi.read(first[0].midi_bytes).notes == first[0].score.notes
     primed = sessions.compose(composer, config, "tiny", program=6, primer_score=scale_piece(3), primer_notes=8)
     assert all(len(piece.primer) == 8 and set(piece.primer) <= set(piece.score.notes) for piece in primed)
-    assert {note.program for piece in primed for note in piece.score.notes} == {6}
+    assert {note.program for piece in primed for note in piece.score.melodic_notes} == {6}  # drums stay drums
+    # One instrument: the MIDI file holds the notes exactly (past 15 instruments sounding at once, MIDI's 16
+    # channels are shared, and a barely trained model with instrument tokens picks instruments at random).
+    assert midi.read(primed[0].midi_bytes).notes == primed[0].score.notes
 
 
 def test_piece_file_names_are_plain():
@@ -277,7 +279,7 @@ def copies_of(model: Path, root: Path, count: int) -> list[Path]:
 
 def test_loaded_models_stay_within_their_share_the_least_recently_used_dropped_first(tiny_model, tmp_path):
     cost = memory.composer_bytes(describe_bundle(tiny_model).model_config)
-    composers = sessions.Composers(budget_bytes=2 * cost, built_in=tmp_path / "built-in")
+    composers = sessions.Composers(budget_bytes=2 * cost, built_in=[tmp_path / "built-in"])
     first, second, third = copies_of(tiny_model, tmp_path, 3)
     loaded_first = composers.get(first, 1.0)
     composers.get(second, 1.0)
@@ -289,9 +291,9 @@ def test_loaded_models_stay_within_their_share_the_least_recently_used_dropped_f
 
 
 def test_a_model_too_big_for_the_share_is_refused_in_one_sentence_and_the_built_in_one_is_not_counted(tiny_model):
-    composers = sessions.Composers(budget_bytes=1, built_in=tiny_model)
+    composers = sessions.Composers(budget_bytes=1, built_in=[tiny_model])
     assert composers.get(tiny_model, 1.0) is not None and composers.held_bytes() == 0
-    other = sessions.Composers(budget_bytes=1, built_in=tiny_model.parent / "elsewhere")
+    other = sessions.Composers(budget_bytes=1, built_in=[tiny_model.parent / "elsewhere"])
     with pytest.raises(ValueError, match=r"^this model needs about \d+ MB to compose, more than the 0 MB"):
         other.get(tiny_model, 1.0)
 
