@@ -759,6 +759,9 @@ def show_status(progress: jobs.Progress) -> None:
             progress.message
             or f"Training finished: {progress.epoch} epochs. Your model is chosen on the left: press Compose."
         )
+        if progress.likeness:
+            st.markdown("**How close its music is to yours** (six pieces it composed):")
+            st.markdown("\n".join(f"- {line}" for line in progress.likeness))
     elif progress.state == "stopped":
         st.info(progress.message or "Stopped.")
     elif progress.state == "failed":

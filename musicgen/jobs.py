@@ -60,6 +60,7 @@ class Progress:
     message: str | None = None  # plain words on how it ended, for "stopped" and "failed"
     stopping: bool = False  # a stop was asked for and is on its way
     ended_at: float | None = None  # time.monotonic() when it ended; None while queued or running
+    likeness: tuple[str, ...] = ()  # once finished: how close the model's pieces are to the music, in sentences
 
     @property
     def active(self) -> bool:
@@ -205,11 +206,49 @@ class TrainingJob:
             message = f"This model already had {result.epochs_done} epochs: ask for more to train it further."
         self._update(
             state="stopped" if result.stopped else "finished",
+            likeness=() if result.stopped else likeness_sentences(result.run_dir, request),
             history=tuple(bundle.read_history(result.run_dir)),
             resumed_after_epoch=result.resumed_from_epoch,
             run_dir=result.run_dir,
             message=message,
         )
+
+
+def likeness_sentences(run_dir: Path, request: TrainingRequest) -> tuple[str, ...]:
+    """How close a few pieces of the trained model are to the music it was taught (musicgen.likeness)."""
+    from musicgen import likeness
+    from musicgen.bundle import load_weight_arrays
+    from musicgen.sample import SampleConfig, Sampler
+
+    info, weights = load_weight_arrays(run_dir)
+    config = SampleConfig(
+        temperature=likeness.TEMPERATURE, max_seconds=likeness.PIECE_SECONDS, variations=likeness.PIECES, seed=1
+    )
+    pieces = Sampler(weights, info.vocabulary).scores(config)
+    try:
+        measured = likeness.measure_likeness(pieces, request.corpus.scores, *starting_music_style(request.start_from))
+    except ValueError:  # pieces without notes: nothing to compare
+        return ()
+    return tuple(measured.sentences())
+
+
+_starting_styles: dict[Path, tuple] = {}  # built-in model folder -> (its music's StyleMeasures, its title)
+
+
+def starting_music_style(start_from: Path | None) -> tuple:
+    """(style measures, title) of the music a built-in model learned from, measured once; (None, "") for any
+    other start."""
+    from musicgen.corpus import load_folder
+    from musicgen.metrics import corpus_style
+    from musicgen.styles import built_in_styles
+
+    folder = Path(start_from).resolve() if start_from else None
+    style = next((style for style in built_in_styles() if style.model.resolve() == folder), None)
+    if style is None:
+        return None, ""
+    if folder not in _starting_styles:
+        _starting_styles[folder] = (corpus_style(load_folder(style.music).scores), style.title)
+    return _starting_styles[folder]
 
 
 def effective_model_config(request: TrainingRequest):

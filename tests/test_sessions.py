@@ -77,6 +77,12 @@ def test_a_job_trains_in_its_workspace_and_its_progress_fills_epoch_by_epoch(que
     assert progress.run_dir.parent == space.runs and (progress.run_dir / WEIGHTS_FILE).exists()
     assert progress.resumed_after_epoch == 0 and progress.seconds_left == 0
     assert space.model_folders() == [progress.run_dir]
+    assert [line.split(":")[0] for line in progress.likeness] == [  # measured on pieces the new model composed
+        "Notes sounding at once",
+        "Notes per beat",
+        "Pitch range",
+        "Pitch classes",
+    ]
 
 
 def test_stop_ends_training_cleanly_and_train_again_resumes_after_the_last_epoch(queue, space):
