@@ -472,11 +472,16 @@ def results_section(space: Workspace) -> None:
     problem = audio.synth_problem()
     if problem:
         st.info(f"No sound on this computer: {problem}. You can still see the notes and download the MIDI.")
+    originality_places = []
     for piece in results.pieces:
         title = f"Piece {piece.variation}" if len(results.pieces) > 1 else "Your piece"
         st.subheader(title)
         with plain_errors("show this piece"):
             show_piece(results, piece, space, problem)
+        originality_places.append(st.empty())
+    for piece, place in zip(results.pieces, originality_places, strict=True):  # once every piece can be heard
+        with place.container():
+            originality(results, piece, space)
 
 
 def show_piece(results: sessions.Results, piece: sessions.Piece, space: Workspace, problem: str | None) -> None:
@@ -494,7 +499,6 @@ def show_piece(results: sessions.Results, piece: sessions.Piece, space: Workspac
         results.figures[piece.variation] = plots.piano_roll(score, piece.primer)
     st.plotly_chart(results.figures[piece.variation], key=f"piano-roll-{piece.variation}")
     downloads(results, piece)
-    originality(results, piece, space)
 
 
 def play(results: sessions.Results, piece: sessions.Piece, space: Workspace) -> None:
@@ -542,7 +546,9 @@ def originality(results: sessions.Results, piece: sessions.Piece, space: Workspa
 
     number = piece.variation
     if number not in results.originality:
-        with st.spinner("Comparing with the music the model learned from…"), plain_errors("measure originality"):
+        waiting = st.spinner("Comparing with the music the model learned from…")
+        # Trainings pause while someone waits for the index: its child process runs at the lowest priority.
+        with waiting, sessions.FOREGROUND.making_music(), plain_errors("measure originality"):
             built_in = styles().get(results.model_folder)
             folder = space.corpus_folder(results.corpus_fingerprint) or (built_in.music if built_in else SHIPPED_MUSIC)
             found = music_indexes().get(folder, results.steps_per_beat) if folder.is_dir() else None
