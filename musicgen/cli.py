@@ -61,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("bundle", type=Path)
     info.set_defaults(command=info_command)
     evaluate = commands.add_parser("evaluate", help="measure a model on music it never saw")
-    evaluate.add_argument("bundle", type=Path)
-    evaluate.add_argument("files", nargs="+", type=Path, help="the training MIDI files or folders")
+    evaluated = evaluate.add_mutually_exclusive_group(required=True)
+    evaluated.add_argument("bundle", type=Path, nargs="?")
+    evaluated.add_argument("--style", help="a built-in style, measured on its own music")
+    evaluate.add_argument("files", nargs="*", type=Path, help="the training MIDI files or folders")
     evaluate.add_argument("--temperatures", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2])
     evaluate.add_argument("--pieces", type=int, default=8, help="pieces generated per temperature")
     evaluate.set_defaults(command=evaluate_command)
@@ -332,9 +334,12 @@ def info_command(arguments: argparse.Namespace) -> None:
 def evaluate_command(arguments: argparse.Namespace) -> None:
     """Held-out likelihood against the n-gram baseline, originality and style per temperature."""
     from musicgen.evaluate import evaluate_bundle, format_report
+    from musicgen.styles import find_style
 
-    print(
-        format_report(
-            evaluate_bundle(arguments.bundle, _midi_paths(arguments.files), arguments.temperatures, arguments.pieces)
-        )
-    )
+    bundle, files = arguments.bundle, arguments.files
+    if arguments.style:
+        style = find_style(arguments.style)
+        bundle, files = style.model, files or [style.music]
+    if not files:
+        raise ValueError("say which MIDI files or folders the model learned from")
+    print(format_report(evaluate_bundle(bundle, _midi_paths(files), arguments.temperatures, arguments.pieces)))

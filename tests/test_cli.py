@@ -96,6 +96,7 @@ def test_info_describes_the_model(trained):
         (["generate", "model", "--temperature", "-3"], "temperature"),
         (["generate", "model", "--key", "H major"], "key"),
         (["generate", "--style", "jazz"], "there is no built-in style 'jazz'; the styles are: bach"),
+        (["evaluate", "model"], "say which MIDI files or folders the model learned from"),
         (["train", "chorales", "--precision", "half"], "precision must be one of"),
         (["train", "missing.mid"], "error: "),
     ],
