@@ -149,7 +149,8 @@ def test_a_piece_can_continue_an_uploaded_file_in_its_key():
     at = compose(at)
     piece = at.session_state["results"].pieces[0]
     assert len(piece.primer) >= 4 and not at.error
-    assert {note.pitch % 12 for note in piece.score.melodic_notes} <= {0, 2, 4, 5, 7, 9, 11}  # C major (drums have no key)
+    in_c_major = {0, 2, 4, 5, 7, 9, 11}  # drums have no key
+    assert {note.pitch % 12 for note in piece.score.melodic_notes} <= in_c_major
 
 
 def test_a_key_lock_on_the_key_of_no_music_says_it_is_off():
@@ -243,3 +244,16 @@ def test_a_second_visitor_waits_in_the_queue_and_sees_their_place():
     run_until(second, lambda at: "it left the queue" in " ".join(texts(at, "info")), "the second to leave the queue")
     button(first, "Stop training").click().run()
     run_until(first, lambda at: "Stopped after epoch" in " ".join(texts(at, "info")), "the first to stop")
+
+
+def test_the_built_in_styles_are_offered_and_a_quartet_plays_on_its_instruments(monkeypatch):
+    monkeypatch.delenv("MUSICGEN_MODEL")
+    monkeypatch.delenv("MUSICGEN_MODEL_MUSIC")
+    at = open_app()
+    style = widget(at, "selectbox", "Compose in the style of")
+    assert style.options[:2] == ["Bach chorales (built in)", "String quartets (Haydn, Mozart, Beethoven) (built in)"]
+    style.set_value(str(Path(APP).resolve().parent / "checkpoints" / "string-quartets")).run()
+    assert widget(at, "selectbox", "Instrument").value == "As written: each part its own"
+    piece = compose(at).session_state["results"].pieces[0]
+    assert {note.program for note in piece.score.notes} <= {40, 41, 42}
+    assert len({note.program for note in piece.score.notes}) >= 2
