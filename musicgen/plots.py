@@ -17,7 +17,7 @@ from musicgen.score import Note, Score
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # spelt as the key names
 LOUDNESS_COLOURS = [[0.0, "#9ecae1"], [1.0, "#08306b"]]  # velocity 1 -> light blue, 127 -> dark blue
 PRIMER_COLOUR = "#f58518"  # orange, apart from every loudness colour
-PART_COLOURS = [colour for colour in plotly.colors.qualitative.Safe if colour != "rgb(221, 204, 119)"]  # sand is too pale
+PART_COLOURS = [colour for colour in plotly.colors.qualitative.Safe if colour != "rgb(221, 204, 119)"]  # not pale sand
 NOTE_THICKNESS = 0.8  # bar height in semitones
 NOTE_OUTLINE = dict(width=0.5, color="white")  # keeps repeated notes of one pitch apart
 EVERY_NOTE_NAMED_UP_TO = 24  # name every pitch on the axis when the piece spans at most this many semitones
