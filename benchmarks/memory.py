@@ -3,14 +3,14 @@
     .venv/bin/python -m benchmarks.memory            # MUSICGEN_MEMORY_MB, default 2500
 
 - the largest composition: the built-in model composing 4 variations of 120 s (the sliders'
-  maximum), each variations count compiled once, the pieces rendered by FluidSynth two at
-  a time, against the process's share (base, composing and renders);
+  maximum) at every variations count, the pieces rendered by FluidSynth two at a time,
+  against the process's share (base, composing and renders);
 - the largest admitted training: the sliders at their maximum (3 layers x 512 units,
   sequence length 512, batch 64) on the 348 chorales (which fill every batch), planned by
   musicgen.jobs into as many gradient-accumulation steps as the training share needs,
   against its estimate and that share;
-- the largest admitted model (musicgen.boundary.MAX_MODEL_PARAMETERS): held loaded with its
-  compiled samplers, against its estimate and the models' share, and trained further with
+- the largest admitted model (musicgen.boundary.MAX_MODEL_PARAMETERS): held loaded for
+  composing, against its estimate and the models' share, and trained further with
   the longest sequence the sliders offer.
 
 Memory does not depend on what else runs on the machine, so these figures hold on a busy one.

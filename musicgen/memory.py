@@ -5,8 +5,8 @@ process and its children about 2.7 GB; past that the container restarts and ever
 loses their work). `MemoryBudget` splits MUSICGEN_MEMORY_MB into fixed shares, so that no
 request can take memory another part of the app needs:
 
-- the process itself: Python, Streamlit, TensorFlow and the built-in model with its
-  compiled sampler (`BASE_MEGABYTES`);
+- the process itself: Python, Streamlit, the built-in styles' models and TensorFlow, which
+  loads with the first training (`BASE_MEGABYTES`; composing needs no TensorFlow);
 - composing and rendering: every FluidSynth process holds the whole soundfont, so at most
   `renders` run at once (`RENDER_MEGABYTES` each);
 - visitors' own models held loaded (`model_megabytes`; the model cache drops the least
@@ -52,8 +52,8 @@ BYTES_PER_CORPUS_TOKEN = 16  # the token stream held by tf.data, with window off
 BYTES_PER_LOGIT = 16
 SAFETY_MARGIN = 1.3  # the largest measured peak was 1.24x the fitted formula
 
-# A model held loaded for composing: Keras weights and the sampler's copy (about 10.4 bytes a parameter,
-# measured), plus compiled sampling loops for up to four variations counts (about 20 MB each).
+# A model held loaded for composing: measured at 10.4 bytes a parameter and 80 MB more when it was a Keras model
+# with compiled sampling loops; its NumPy weights now take about 8 bytes a parameter, so this is generous.
 COMPOSER_BYTES_PER_PARAMETER = 11
 COMPOSER_FIXED_BYTES = 100 * MEGABYTE
 
