@@ -472,20 +472,22 @@ def results_section(space: Workspace) -> None:
     problem = audio.synth_problem()
     if problem:
         st.info(f"No sound on this computer: {problem}. You can still see the notes and download the MIDI.")
-    originality_places = []
+    below = []  # under each piece's player: its notes, downloads and originality, filled in once all can be heard
     for piece in results.pieces:
-        title = f"Piece {piece.variation}" if len(results.pieces) > 1 else "Your piece"
-        st.subheader(title)
-        with plain_errors("show this piece"):
-            show_piece(results, piece, space, problem)
-        originality_places.append(st.empty())
-    for piece, place in zip(results.pieces, originality_places, strict=True):  # once every piece can be heard
-        with place.container():
+        st.subheader(f"Piece {piece.variation}" if len(results.pieces) > 1 else "Your piece")
+        with plain_errors("play this piece"):
+            introduce_and_play(results, piece, space, problem)
+        below.append(st.container())
+    for piece, container in zip(results.pieces, below, strict=True):
+        with container, plain_errors("show this piece"):
+            show_notes(results, piece)
+    for piece, container in zip(results.pieces, below, strict=True):
+        with container:
             originality(results, piece, space)
 
 
-def show_piece(results: sessions.Results, piece: sessions.Piece, space: Workspace, problem: str | None) -> None:
-    """One piece: what it is, its sound (unless the synthesizer is missing), its piano roll and more."""
+def introduce_and_play(results: sessions.Results, piece: sessions.Piece, space: Workspace, problem: str | None):
+    """What the piece is, and its sound (unless the synthesizer is missing)."""
     score = piece.score
     st.caption(f"Seed {piece.seed} · {score.duration_seconds:.0f} seconds · {len(score.notes)} notes")
     if score.duration_seconds < results.seconds_asked / 2:
@@ -495,8 +497,12 @@ def show_piece(results: sessions.Results, piece: sessions.Piece, space: Workspac
         )
     if not problem:
         play(results, piece, space)
+
+
+def show_notes(results: sessions.Results, piece: sessions.Piece) -> None:
+    """The piano roll of a piece and its downloads."""
     if piece.variation not in results.figures:
-        results.figures[piece.variation] = plots.piano_roll(score, piece.primer)
+        results.figures[piece.variation] = plots.piano_roll(piece.score, piece.primer)
     st.plotly_chart(results.figures[piece.variation], key=f"piano-roll-{piece.variation}")
     downloads(results, piece)
 
