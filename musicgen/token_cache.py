@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -91,15 +91,30 @@ def _tokens_path(cache_dir: Path, key: str) -> Path:
 
 
 def _parse_in_processes(missing: list[tuple[str, str]], cache_dir: Path, vocabulary, processes: int) -> None:
-    """Write the shard of each (path, key); new processes, since the caller may hold TensorFlow's threads."""
+    """Write the shard of each (path, key), shared out among fresh Python processes.
+
+    Not multiprocessing: forking would copy TensorFlow's threads, and a spawned child runs the parent's
+    __main__ again, which under Streamlit (and its AppTest) is the app's script.
+    """
     jobs = [(path, key, str(cache_dir), vocabulary.to_dict()) for path, key in missing]
     if processes == 1 or len(jobs) == 1:
         for job in jobs:
             _parse_one(job)
         return
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        for _ in pool.map(_parse_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * processes)))):
-            pass
+    code = "import json, sys, musicgen.token_cache as t\nfor job in json.load(sys.stdin): t._parse_one(job)"
+    root = str(Path(__file__).resolve().parent.parent)
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    children = [_child(code, environment, json.dumps(jobs[number::processes])) for number in range(processes)]
+    if any([child.wait() for child in children]):  # every child waited for
+        raise RuntimeError("a process parsing MIDI files into the token cache failed")
+
+
+def _child(code: str, environment: dict, stdin_text: str) -> subprocess.Popen:
+    """A Python process running `code`, given `stdin_text` on its standard input."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=environment)
+    child.stdin.write(stdin_text.encode())
+    child.stdin.close()
+    return child
 
 
 def _parse_one(job: tuple[str, str, str, dict]) -> None:
