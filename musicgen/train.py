@@ -232,7 +232,9 @@ class _Run:
 
     def _after_segment(self, loss: float, seconds: float) -> None:
         """Validation loss; at an epoch's end its report and the best weights; the checkpoint; then the hooks."""
-        validation_loss = float(self.model.evaluate(self.validation, verbose=0)) if self.validation else None
+        validation_loss = None
+        if self.validation:  # as a dict: evaluate gives a list instead of the loss once the model has metrics
+            validation_loss = float(self.model.evaluate(self.validation, verbose=0, return_dict=True)["loss"])
         epoch_report = None
         if self.position.step % self.steps_per_epoch == 0:
             epoch_report = self._end_epoch(validation_loss)
