@@ -254,10 +254,6 @@ class Renderer:
         self._workers.submit(self._render_next)
         return answer
 
-    def render(self, midi_bytes: bytes) -> bytes:
-        """The MP3 bytes of a MIDI file, waiting for them."""
-        return self.submit(midi_bytes).result()
-
     def _render_next(self) -> None:
         from musicgen import audio
 
