@@ -80,8 +80,16 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-size", type=int, default=64)
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--transpose", type=int, default=0, help="augment by shifting up to this many semitones")
+    parser.add_argument("--learning-rate", type=float, help="Adam step size (default 2e-3; fine-tuning: its own)")
+    parser.add_argument(
+        "--transpose", type=int, help="augment by shifting up to this many semitones (default 0; fine-tuning: 2)"
+    )
+    parser.add_argument(
+        "--start-from",
+        type=Path,
+        help="fine-tune this model folder (checkpoints/base: all the built-in styles) with the fine-tuning settings",
+    )
+    parser.add_argument("--minutes", type=float, help="stop after this much training (fine-tuning: 3)")
     parser.add_argument(
         "--instruments", action="store_true", help="tokens that name each note's instrument, and keep the drums"
     )
@@ -161,10 +169,11 @@ def train_command(arguments: argparse.Namespace) -> None:
     """Load the files, report each, train with a progress bar."""
     import shutil
 
+    from musicgen.bundle import load_bundle
     from musicgen.corpus import load_paths
     from musicgen.model import ModelConfig
     from musicgen.tokens import TokenConfig, Vocabulary
-    from musicgen.train import TrainConfig, train
+    from musicgen.train import TrainConfig, fine_tuning_settings, train
 
     model_config = ModelConfig(
         embedding_size=arguments.embedding_size,
@@ -176,27 +185,47 @@ def train_command(arguments: argparse.Namespace) -> None:
         epochs=arguments.epochs,
         sequence_length=arguments.sequence_length,
         batch_size=arguments.batch_size,
-        learning_rate=arguments.learning_rate,
         validation_share=arguments.validation_share,
-        transpose_semitones=arguments.transpose,
         seed=arguments.seed,
         precision=arguments.precision,
     )
     vocabulary = Vocabulary(TokenConfig(instruments=arguments.instruments))
     if arguments.workers is not None or os.environ.get("TF_CONFIG"):
-        return _train_on_workers(arguments, model_config, train_config, vocabulary)
+        if arguments.start_from:
+            raise ValueError("--start-from trains in one process: leave out --workers")
+        return _train_on_workers(arguments, model_config, _explicit(arguments, train_config), vocabulary)
+    start_from = load_bundle(arguments.start_from) if arguments.start_from else None
+    vocabulary = start_from.info.vocabulary if start_from else vocabulary
     corpus = load_paths(_midi_paths(arguments.files), vocabulary)
     for report in corpus.reports:
         print(report.summary)
     if not corpus.scores:
         raise ValueError("none of the files could be used for training")
-    result = train(corpus, arguments.runs, model_config, train_config, vocabulary, on_epoch=_print_epoch)
+    if start_from:
+        train_config = fine_tuning_settings(corpus, vocabulary, train_config)
+    train_config = _explicit(arguments, train_config)
+    result = train(
+        corpus, arguments.runs, model_config, train_config, vocabulary, on_epoch=_print_epoch, start_from=start_from
+    )
     if result.resumed_from_epoch:
         print(f"resumed the earlier run after epoch {result.resumed_from_epoch}")
-    print(f"model: {result.run_dir} ({result.epochs_done} epochs)")
+    ended = f", ended by its {result.ended_by}" if result.ended_by else ""
+    print(f"model: {result.run_dir} ({result.epochs_done} epochs{ended})")
     if arguments.out:
         shutil.copytree(result.run_dir, arguments.out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("backup"))
         print(f"copied to {arguments.out}")
+
+
+def _explicit(arguments: argparse.Namespace, train_config):
+    """The training settings with those given on the command line (learning rate, transposition, minutes)."""
+    from dataclasses import replace
+
+    given = {
+        "learning_rate": arguments.learning_rate,
+        "transpose_semitones": arguments.transpose,
+        "time_budget_seconds": None if arguments.minutes is None else round(arguments.minutes * 60),
+    }
+    return replace(train_config, **{name: value for name, value in given.items() if value is not None})
 
 
 def _train_on_workers(arguments: argparse.Namespace, model_config, train_config, vocabulary) -> None:

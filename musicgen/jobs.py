@@ -30,6 +30,7 @@ MAX_WAITING = 16  # trainings waiting in the queue; each holds a thread until it
 # What the app offers for a new model and its training (tests check that every combination fits the memory budget).
 LAYER_CHOICES = (1, 2, 3)
 NEW_MODEL_VOCABULARY = Vocabulary(TokenConfig(instruments=True))  # a new model keeps each part's instrument
+BASE_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "base"  # all built-in styles: uploads start here
 UNIT_CHOICES = (32, 64, 128, 256, 512)
 SEQUENCE_LENGTH_CHOICES = (16, 32, 64, 128, 256, 512)
 
@@ -202,6 +203,8 @@ class TrainingJob:
         message = None
         if result.stopped:
             message = f"Stopped after epoch {result.epochs_done}. Press Train to go on from there."
+        elif result.ended_by:
+            message = ENDED_BY[result.ended_by].format(epochs=result.epochs_done)
         elif result.epochs_done == result.resumed_from_epoch:
             message = f"This model already had {result.epochs_done} epochs: ask for more to train it further."
         self._update(
@@ -212,6 +215,12 @@ class TrainingJob:
             run_dir=result.run_dir,
             message=message,
         )
+
+
+ENDED_BY = {  # musicgen.train.TrainResult.ended_by -> what the page says
+    "time budget": "Training finished: {epochs} epochs in its time. Press Train to learn more from where it ended.",
+    "patience": "Training finished after {epochs} epochs: the model had stopped getting better at your music.",
+}
 
 
 def likeness_sentences(run_dir: Path, request: TrainingRequest) -> tuple[str, ...]:
@@ -281,6 +290,7 @@ def plan_request(request: TrainingRequest, training_bytes: int) -> TrainingReque
     """Refuse at once, in plain words, a training that could only fail later (ValueError); else the request with
     its batch split into as many steps as `training_bytes` of memory need (the same training, in smaller steps)."""
     from musicgen.dataset import window_starts
+    from musicgen.settings import fine_tuning
 
     corpus, config = request.corpus, request.train_config
     if not corpus.scores:
@@ -291,6 +301,8 @@ def plan_request(request: TrainingRequest, training_bytes: int) -> TrainingReque
             f"the training music is too short for a sequence length of {config.sequence_length}: "
             f"it has {tokens} tokens; add files or lower the sequence length"
         )
+    if request.start_from is not None:  # learned on top of a trained model: its own settings and time budget
+        config = fine_tuning(config, tokens)
     model = effective_model_config(request)
     windows = len(window_starts(tokens, config.sequence_length, max(1, config.sequence_length // 2)))
     batch = min(config.batch_size, windows)

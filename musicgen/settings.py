@@ -7,7 +7,8 @@ TensorFlow loads, so each range is written once, here. `musicgen.model` and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, fields, replace
 
 from musicgen.validation import check_ranges
 
@@ -68,6 +69,9 @@ class TrainConfig:
     # Optimizer steps between checkpoints (saved state, validation loss, musicgen.train's on_checkpoint), so that
     # a long epoch is saved and scored several times; 0: once per epoch, at its end. 0..1000000.
     checkpoint_steps: int = 0
+    # When to stop before the last epoch; neither changes what the steps learn, so neither names the run folder.
+    time_budget_seconds: int = 0  # seconds of one call of train (its first epoch always ends), 0..86400; 0: none
+    patience_steps: int = 0  # stop once the best validation loss is this many steps old, 0..1000000; 0: never
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -81,6 +85,8 @@ class TrainConfig:
             seed=(0, 2**31 - 1),
             accumulation_steps=(1, 1024),
             checkpoint_steps=(0, 1_000_000),
+            time_budget_seconds=(0, 86_400),
+            patience_steps=(0, 1_000_000),
         )
         if self.batch_size % self.accumulation_steps:
             raise ValueError(
@@ -99,6 +105,32 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
         return cls(**data)
+
+
+# Fine-tuning: a training that starts from a trained model. Chosen by benchmarks/finetune.py (README, "Teaching it
+# your music") on airs the base never saw, with book 5 of the airs to choose them and book 6 to report.
+FINE_TUNING_LEARNING_RATE = 1e-3  # Adam step size; the base models were trained at 2e-3
+FINE_TUNING_TRANSPOSE_SEMITONES = 2  # up to this much, or what the request asks if more
+FINE_TUNING_SECONDS = 180  # the time budget of one training call
+FINE_TUNING_PATIENCE_STEPS = 150  # stop once validation has not improved for this many steps
+FINE_TUNING_TOKENS_PER_SECOND = 20_000  # training speed of a 2 x 256 base on 2 cores: plans the epochs shown
+
+
+def fine_tuning(config: TrainConfig, training_tokens: int) -> TrainConfig:
+    """The settings of a training that starts from a trained model: its learning rate, light transposition, early
+    stopping and time budget, and as many epochs (at least those asked for) as fit the budget."""
+    windows = max(1, (training_tokens - config.sequence_length - 1) // max(1, config.sequence_length // 2) + 1)
+    steps_per_epoch = max(1, windows // min(config.batch_size, windows))
+    fitting_steps = FINE_TUNING_SECONDS * FINE_TUNING_TOKENS_PER_SECOND / (config.batch_size * config.sequence_length)
+    epochs = min(max(config.epochs, math.ceil(fitting_steps / steps_per_epoch)), EPOCH_RANGE[1])
+    return replace(
+        config,
+        epochs=epochs,
+        learning_rate=FINE_TUNING_LEARNING_RATE,
+        transpose_semitones=max(config.transpose_semitones, FINE_TUNING_TRANSPOSE_SEMITONES),
+        time_budget_seconds=FINE_TUNING_SECONDS,
+        patience_steps=FINE_TUNING_PATIENCE_STEPS,
+    )
 
 
 @dataclass(frozen=True)

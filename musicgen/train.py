@@ -16,7 +16,7 @@ from musicgen import bundle
 from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.dataset import TrainingWindows, make_dataset, split_by_file
 from musicgen.model import build_model
-from musicgen.settings import CheckpointReport, EpochReport, ModelConfig, TrainConfig
+from musicgen.settings import CheckpointReport, EpochReport, ModelConfig, TrainConfig, fine_tuning
 from musicgen.tokens import Vocabulary
 from musicgen.training_path import TrainingPath, bfloat16_is_native, fastest_path
 
@@ -35,6 +35,7 @@ class TrainResult:
     stopped: bool  # True when `should_stop` ended it early
     resumed_from_step: int = 0  # optimizer steps the run held when this call started
     steps_done: int = 0  # optimizer steps the run holds now
+    ended_by: str = ""  # "time budget" or "patience" when one of them ended it before its last epoch (not a stop)
 
 
 @dataclass
@@ -49,7 +50,8 @@ class _Position:
 def run_folder(runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig) -> Path:
     """The folder of the run for this corpus and these settings (epochs excluded)."""
     settings = {**asdict(model_config), **asdict(train_config)}
-    del settings["epochs"], settings["checkpoint_steps"]  # neither changes what the steps learn
+    for name in ("epochs", "checkpoint_steps", "time_budget_seconds", "patience_steps"):
+        del settings[name]  # none changes what the steps learn
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return Path(runs_root) / f"{fingerprint[:12]}-{digest[:10]}"
 
@@ -83,6 +85,12 @@ def train(
         start_from.model.get_weights() if start_from is not None else None,
         on_checkpoint,
     )
+
+
+def fine_tuning_settings(corpus: Corpus, vocabulary: Vocabulary, config: TrainConfig) -> TrainConfig:
+    """`musicgen.settings.fine_tuning` of the config, its epochs planned on the corpus's training files."""
+    train_part, _ = split_by_file(corpus_to_ids(corpus, vocabulary), config.validation_share, config.seed)
+    return fine_tuning(config, sum(len(ids) for ids in train_part))
 
 
 def train_sequences(
@@ -193,23 +201,37 @@ class _Run:
         self.model, self.run_dir, self.info, self.config = model, run_dir, info, info.train_config
         self.windows, self.validation, self.position = windows, validation, position
         self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
-        self.stopper = _StopRequests(should_stop, self.config.accumulation_steps)
+        budget = self.config.time_budget_seconds
+        self.deadline = time.monotonic() + budget if budget else None
         self.steps_per_epoch = windows.steps_per_epoch
+        armed = position.step >= self.steps_per_epoch  # the budget never ends a run before its first epoch's weights
+        self.stopper = _StopRequests(should_stop, self.config.accumulation_steps, self.deadline if armed else None)
         self.history = bundle.read_history(run_dir)[: position.step // self.steps_per_epoch]
         self.resumed_epochs, self.resumed_step = len(self.history), position.step
+        scores = [bundle.selection_loss(entry) for entry in self.history]
+        self.best_step = (int(np.argmin(scores)) + 1) * self.steps_per_epoch if scores else 0
 
     def train(self) -> TrainResult:
         """Run segments until the last epoch ends or a stop is asked for."""
         total = self.config.epochs * self.steps_per_epoch
-        while self.position.step < total and not self.stopper.stopped:
+        ended_by = ""
+        while self.position.step < total and not self.stopper.stopped and not ended_by:
             steps = self._segment_steps(total)
             loss, seconds, done = self._fit_segment(steps)
             if done == steps:  # a stop asked for in its last step still lets the segment end as usual
                 self._after_segment(loss, seconds)
             else:
                 _save_checkpoint(self.run_dir, self.model, self.position)
-        epochs, step = self.position.step // self.steps_per_epoch, self.position.step
-        return TrainResult(self.run_dir, self.resumed_epochs, epochs, self.stopper.stopped, self.resumed_step, step)
+            if self.position.step < total:
+                ended_by = "time budget" if self.stopper.out_of_time else "patience" if self._out_of_patience() else ""
+        epochs, step, stopped = self.position.step // self.steps_per_epoch, self.position.step, self.stopper.stopped
+        stopped = stopped and not self.stopper.out_of_time
+        return TrainResult(self.run_dir, self.resumed_epochs, epochs, stopped, self.resumed_step, step, ended_by)
+
+    def _out_of_patience(self) -> bool:
+        """True once the best validation loss is `patience_steps` steps old (never without validation files)."""
+        patience = self.config.patience_steps
+        return bool(patience and self.validation and self.position.step - self.best_step >= patience)
 
     def _segment_steps(self, total: int) -> int:
         step, every = self.position.step, self.config.checkpoint_steps
@@ -238,6 +260,7 @@ class _Run:
         epoch_report = None
         if self.position.step % self.steps_per_epoch == 0:
             epoch_report = self._end_epoch(validation_loss)
+            self.stopper.deadline = self.deadline
         _save_checkpoint(self.run_dir, self.model, self.position)
         if self.on_checkpoint is not None:
             self.on_checkpoint(CheckpointReport(self.position.step, self.steps_per_epoch, loss, validation_loss,
@@ -253,6 +276,7 @@ class _Run:
         score = validation_loss if validation_loss is not None else loss
         if all(score < bundle.selection_loss(entry) for entry in self.history):
             bundle.write_weights(self.run_dir, self.model, self.info.model_config)
+            self.best_step = self.position.step
         self.history.append(asdict(report))
         bundle.write_history(self.run_dir, self.history)
         self.position.loss_sum, self.position.epoch_seconds = 0.0, 0.0
@@ -260,13 +284,13 @@ class _Run:
 
 
 class _StopRequests(keras.callbacks.Callback):
-    """Asks `should_stop` after every batch (it may pause there) and ends the fit once the optimizer step the
-    batch belongs to is whole."""
+    """Asks `should_stop` after every batch (it may pause there), and looks at the clock when there is a deadline
+    (time.monotonic()); ends the fit once the optimizer step the batch belongs to is whole."""
 
-    def __init__(self, should_stop, accumulation_steps: int):
+    def __init__(self, should_stop, accumulation_steps: int, deadline: float | None = None):
         super().__init__()
-        self.should_stop, self.accumulation_steps = should_stop, accumulation_steps
-        self.requested = self.stopped = False
+        self.should_stop, self.accumulation_steps, self.deadline = should_stop, accumulation_steps, deadline
+        self.requested = self.stopped = self.out_of_time = False
         self.steps_in_last_fit = 0
 
     def on_train_begin(self, logs=None):
@@ -275,6 +299,8 @@ class _StopRequests(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.should_stop is not None and not self.requested:
             self.requested = bool(self.should_stop())
+        if self.deadline is not None and not self.requested and time.monotonic() >= self.deadline:
+            self.requested = self.out_of_time = True
         if (batch + 1) % self.accumulation_steps == 0:  # the step's gradients are applied
             self.steps_in_last_fit += 1
             if self.requested:

@@ -86,26 +86,26 @@ def fiddle_tunes(corpus) -> dict[str, bytes]:
         for number in range(1, len(corpus.parse(book).scores) + 1):
             name = f"oneills_{Path(book).stem}_{number:03}.mid"
             try:  # a tune parsed on its own: music21 cannot export some tunes of a whole book
-                tunes[name] = _to_midi(corpus.parse(book, number=number), FIDDLE_TUNE_BPM, _fiddled)
+                tunes[name] = to_midi(corpus.parse(book, number=number), FIDDLE_TUNE_BPM, _fiddled)
             except Music21Exception as error:
                 log.warning("left out %s: music21 cannot convert it (%s)", name, error)
     return tunes
 
 
 def _sung(score) -> None:
-    _set_programs(score, lambda part_name: CHOIR_PROGRAM)
+    set_programs(score, lambda part_name: CHOIR_PROGRAM)
 
 
 def _fiddled(score) -> None:
-    _set_programs(score, lambda part_name: VIOLIN_PROGRAM)
+    set_programs(score, lambda part_name: VIOLIN_PROGRAM)
 
 
 def _bowed(score) -> None:
     """Violins, viola and cello by their part names (the files name them but give every part program 0)."""
-    _set_programs(score, lambda name: next((p for word, p in STRING_PROGRAMS.items() if word in name.lower()), 40))
+    set_programs(score, lambda name: next((p for word, p in STRING_PROGRAMS.items() if word in name.lower()), 40))
 
 
-def _set_programs(score, program_of_part) -> None:
+def set_programs(score, program_of_part) -> None:
     """Give each part of a music21 score the General MIDI program `program_of_part(its name)`."""
     from music21 import instrument, stream
 
@@ -139,13 +139,13 @@ def convert_all(corpus, pieces: dict[str, tuple[str, int]], arrange=None) -> dic
     converted = {}
     for file_name, (corpus_name, bpm) in pieces.items():
         try:
-            converted[file_name] = _to_midi(corpus.parse(corpus_name), bpm, arrange)
+            converted[file_name] = to_midi(corpus.parse(corpus_name), bpm, arrange)
         except Music21Exception as error:
             if "repeat" not in str(error):
                 log.warning("left out %s: music21 cannot convert it (%s)", file_name, error)
                 continue
             log.info("%s: played without its repeats (music21 cannot play them out: %s)", file_name, error)
-            converted[file_name] = _to_midi(_without_repeats(corpus.parse(corpus_name)), bpm, arrange)
+            converted[file_name] = to_midi(_without_repeats(corpus.parse(corpus_name)), bpm, arrange)
     return converted
 
 
@@ -163,7 +163,7 @@ def _without_repeats(score):
     return score
 
 
-def _to_midi(score, bpm: int, arrange=None) -> bytes:
+def to_midi(score, bpm: int, arrange=None) -> bytes:
     """A music21 score as MIDI bytes at `bpm` quarter notes per minute, repeats played out."""
     from music21 import tempo
 
