@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +24,10 @@ from musicgen.training_path import TrainingPath, bfloat16_is_native, fastest_pat
 CHECKPOINT_FOLDER = "backup"  # in the run folder; never goes into a model zip
 CHECKPOINT_WEIGHTS = "latest.weights.h5"  # the weights and the optimizer's state
 CHECKPOINT_POSITION = "training_metadata.json"  # where the run stands (written after the weights)
+# Least time between two checkpoints written at segment ends (a call's last one, and every one when an on_checkpoint
+# hook listens, are always written): the epochs of a handful of uploaded files take one step each, and writing
+# weights and optimizer state after every one of them took longer than the step.
+CHECKPOINT_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,7 @@ class _Run:
         self.resumed_epochs, self.resumed_step = len(self.history), position.step
         scores = [bundle.selection_loss(entry) for entry in self.history]
         self.best_step = (int(np.argmin(scores)) + 1) * self.steps_per_epoch if scores else 0
+        self.saved_at, self.saved_step = -math.inf, position.step
 
     def train(self) -> TrainResult:
         """Run segments until the last epoch ends or a stop is asked for."""
@@ -220,10 +226,10 @@ class _Run:
             loss, seconds, done = self._fit_segment(steps)
             if done == steps:  # a stop asked for in its last step still lets the segment end as usual
                 self._after_segment(loss, seconds)
-            else:
-                _save_checkpoint(self.run_dir, self.model, self.position)
             if self.position.step < total:
                 ended_by = "time budget" if self.stopper.out_of_time else "patience" if self._out_of_patience() else ""
+        if self.saved_step != self.position.step:
+            self._checkpoint(always=True)
         epochs, step, stopped = self.position.step // self.steps_per_epoch, self.position.step, self.stopper.stopped
         stopped = stopped and not self.stopper.out_of_time
         return TrainResult(self.run_dir, self.resumed_epochs, epochs, stopped, self.resumed_step, step, ended_by)
@@ -232,6 +238,12 @@ class _Run:
         """True once the best validation loss is `patience_steps` steps old (never without validation files)."""
         patience = self.config.patience_steps
         return bool(patience and self.validation and self.position.step - self.best_step >= patience)
+
+    def _checkpoint(self, always: bool = False) -> None:
+        """Save the checkpoint, unless the last one is less than CHECKPOINT_SECONDS old."""
+        if always or time.monotonic() - self.saved_at >= CHECKPOINT_SECONDS:
+            _save_checkpoint(self.run_dir, self.model, self.position)
+            self.saved_at, self.saved_step = time.monotonic(), self.position.step
 
     def _segment_steps(self, total: int) -> int:
         step, every = self.position.step, self.config.checkpoint_steps
@@ -261,7 +273,7 @@ class _Run:
         if self.position.step % self.steps_per_epoch == 0:
             epoch_report = self._end_epoch(validation_loss)
             self.stopper.deadline = self.deadline
-        _save_checkpoint(self.run_dir, self.model, self.position)
+        self._checkpoint(always=self.on_checkpoint is not None)  # the hook may read the checkpoint
         if self.on_checkpoint is not None:
             self.on_checkpoint(CheckpointReport(self.position.step, self.steps_per_epoch, loss, validation_loss,
                                                 seconds))  # fmt: skip

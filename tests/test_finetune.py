@@ -128,3 +128,17 @@ def test_a_tune_found_in_other_music_counts_as_sharing_a_long_passage():
     tune, other = scale_piece(1, notes=80), scale_piece(2, notes=80)
     assert shares_a_long_passage(tune, [index_corpus([other, tune])])
     assert not shares_a_long_passage(tune, [index_corpus([other])])
+
+
+def test_the_command_line_fine_tunes_a_model_with_the_fine_tuning_settings_within_its_minutes(run_dir, tmp_path):
+    from musicgen.cli import main
+
+    for number in range(4):
+        (tmp_path / f"piece{number}.mid").write_bytes(midi.write(scale_piece(number)))
+    arguments = ["train", str(tmp_path), "--start-from", str(run_dir), "--sequence-length", "16", "--batch-size", "8"]
+    arguments += ["--minutes", "0.02", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert main(arguments) == 0
+    info, _ = bundle.read_info(tmp_path / "out")
+    assert info.vocabulary == bundle.read_info(run_dir)[0].vocabulary
+    assert info.train_config.learning_rate == settings.FINE_TUNING_LEARNING_RATE
+    assert info.train_config.time_budget_seconds == 1 and info.train_config.epochs > 20
