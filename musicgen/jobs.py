@@ -245,18 +245,24 @@ _starting_styles: dict[Path, tuple] = {}  # built-in model folder -> (its music'
 
 
 def starting_music_style(start_from: Path | None) -> tuple:
-    """(style measures, title) of the music a built-in model learned from, measured once; (None, "") for any
-    other start."""
+    """(style measures, title) of the music a built-in model (or the base, BASE_MODEL) learned from, measured
+    once; (None, "") for any other start."""
     from musicgen.corpus import load_folder
     from musicgen.metrics import corpus_style
     from musicgen.styles import built_in_styles
 
     folder = Path(start_from).resolve() if start_from else None
-    style = next((style for style in built_in_styles() if style.model.resolve() == folder), None)
-    if style is None:
-        return None, ""
+    styles = built_in_styles()
+    if folder is not None and folder == BASE_MODEL.resolve():
+        music, title = [style.music for style in styles], "the built-in styles"
+    else:
+        style = next((style for style in styles if style.model.resolve() == folder), None)
+        if style is None:
+            return None, ""
+        music, title = [style.music], style.title
     if folder not in _starting_styles:
-        _starting_styles[folder] = (corpus_style(load_folder(style.music).scores), style.title)
+        scores = [score for path in music for score in load_folder(path).scores]
+        _starting_styles[folder] = (corpus_style(scores), title)
     return _starting_styles[folder]
 
 

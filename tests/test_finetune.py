@@ -142,3 +142,8 @@ def test_the_command_line_fine_tunes_a_model_with_the_fine_tuning_settings_withi
     assert info.vocabulary == bundle.read_info(run_dir)[0].vocabulary
     assert info.train_config.learning_rate == settings.FINE_TUNING_LEARNING_RATE
     assert info.train_config.time_budget_seconds == 1 and info.train_config.epochs > 20
+
+
+def test_after_fine_tuning_the_base_the_page_compares_with_the_music_of_every_built_in_style():
+    style, title = jobs.starting_music_style(jobs.BASE_MODEL)
+    assert title == "the built-in styles" and 1 < style.polyphony < 4  # fiddle tunes 1, quartets and chorales more
