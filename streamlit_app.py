@@ -87,6 +87,21 @@ def server_log() -> None:
     logging.getLogger("musicgen").setLevel(logging.INFO)
 
 
+@st.cache_resource(show_spinner=False)
+def keep_keras_between_runs() -> None:
+    """Switch off Streamlit's Keras clean-up for this process.
+
+    Once Keras is imported (someone trained), Streamlit calls keras.backend.clear_session() after every
+    script run of every visitor: a garbage collection holding Python's lock for much of a second, and a
+    reset of Keras's and TensorFlow's state under the trainings running in their own threads. With a
+    training running, a 30 s piece took 2-6 s to play instead of 0.6 s. Trainings need no clean-up from
+    it: each builds its own model and leaves no global state behind.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    script_runner._clean_problem_modules = lambda: None
+
+
 def styles() -> dict[Path, Style]:
     """The built-in styles by model folder, the shipped model first: MUSICGEN_MODEL alone when it is set (read at
     each run: a small file)."""
@@ -798,6 +813,7 @@ def show_loss_curve(progress: jobs.Progress) -> None:
 # Layout.
 
 server_log()
+keep_keras_between_runs()
 st.session_state.page_run = st.session_state.get("page_run", 0) + 1
 header()
 try:

@@ -257,3 +257,14 @@ def test_the_built_in_styles_are_offered_and_a_quartet_plays_on_its_instruments(
     piece = compose(at).session_state["results"].pieces[0]
     assert {note.program for note in piece.score.notes} <= {40, 41, 42}
     assert len({note.program for note in piece.score.notes}) >= 2
+
+
+def test_keras_state_outlives_the_page_runs():
+    """Streamlit's clean-up after each run (keras.backend.clear_session) would reset Keras under a training
+    running in another thread, and hold Python's lock for much of a second per visitor's run."""
+    import keras
+
+    names = [keras.layers.Dense(1).name for _ in range(2)]
+    at = open_app()
+    compose(at)
+    assert keras.layers.Dense(1).name not in names  # Keras's global name counter was not reset
