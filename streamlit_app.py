@@ -518,7 +518,7 @@ def show_notes(results: sessions.Results, piece: sessions.Piece) -> None:
     """The piano roll of a piece and its downloads."""
     if piece.variation not in results.figures:
         results.figures[piece.variation] = plots.piano_roll(piece.score, piece.primer)
-    st.plotly_chart(results.figures[piece.variation], key=f"piano-roll-{piece.variation}")
+    st.markdown(results.figures[piece.variation], unsafe_allow_html=True)
     downloads(results, piece)
 
 
@@ -817,7 +817,7 @@ keep_keras_between_runs()
 st.session_state.page_run = st.session_state.get("page_run", 0) + 1
 header()
 try:
-    limits(), memory_budget(), runs_root()
+    server_settings = limits(), memory_budget(), runs_root()  # named: a bare expression would be drawn (magic)
 except ValueError as error:
     st.error(f"The server's settings cannot be used. {sessions.sentence(str(error))}", icon=":material/error:")
     st.stop()

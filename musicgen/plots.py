@@ -1,26 +1,31 @@
-"""Plotly figures of a piece and of training; the app shows them, this module never imports streamlit.
+"""Figures of a piece and of training; the app shows them, this module never imports streamlit.
 
-Each figure draws all its notes or points in one or two traces, whatever their number,
-so a piece of a few thousand notes stays quick to send and to draw.
+The piano roll is plain SVG in a little HTML: light to send and to draw, with no script, so a
+browser shows it at once even while it is busy with other pages. Training curves are Plotly
+figures, drawn in one or two traces whatever their length.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Collection
+from dataclasses import dataclass
 
-import numpy as np
-import plotly.colors
 import plotly.graph_objects as go
 
 from musicgen.score import Note, Score
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # spelt as the key names
-LOUDNESS_COLOURS = [[0.0, "#9ecae1"], [1.0, "#08306b"]]  # velocity 1 -> light blue, 127 -> dark blue
+QUIET_COLOUR, LOUD_COLOUR = (158, 202, 225), (8, 48, 107)  # velocity 1 -> light blue, 127 -> dark blue
 PRIMER_COLOUR = "#f58518"  # orange, apart from every loudness colour
-PART_COLOURS = [colour for colour in plotly.colors.qualitative.Safe if colour != "rgb(221, 204, 119)"]  # not pale sand
-NOTE_THICKNESS = 0.8  # bar height in semitones
-NOTE_OUTLINE = dict(width=0.5, color="white")  # keeps repeated notes of one pitch apart
+PART_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 EVERY_NOTE_NAMED_UP_TO = 24  # name every pitch on the axis when the piece spans at most this many semitones
+ROLL_WIDTH = 1000  # SVG units across; the browser scales the drawing to the page's width
+ROW_HEIGHT = 7  # SVG units per semitone, within ROLL_HEIGHTS
+ROLL_HEIGHTS = (160, 420)  # the drawing area's height, whatever the range of pitches
+LEFT, RIGHT, TOP, BOTTOM = 44, 18, 6, 26  # margins around the drawing area, for the axes' labels
+NOTE_THICKNESS = 0.8  # bar height in rows
+TIME_STEPS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600)  # seconds between the time axis's labels
 
 
 def pitch_to_name(pitch: int) -> str:
@@ -31,29 +36,132 @@ def pitch_to_name(pitch: int) -> str:
 # The piece.
 
 
-def piano_roll(score: Score, primer_notes: int | Collection[Note] = 0, title: str = "") -> go.Figure:
-    """Notes as bars: time in seconds across, pitch up, the primer in orange; one colour per instrument when
-    several play, else darker when louder.
+def piano_roll(score: Score, primer_notes: int | Collection[Note] = 0, title: str = "") -> str:
+    """HTML of a piano roll: an SVG of notes as bars, time in seconds across and pitch up, then its legend.
 
-    `primer_notes` is either how many notes, from the first in time order, are the user's
-    opening, or those notes themselves.
+    The primer is orange; each instrument has its colour when several play, else a note is darker when
+    louder. Each bar names its note, instrument, start, length and loudness when the pointer rests on it.
+    `primer_notes` is either how many notes, from the first in time order, are the user's opening, or
+    those notes themselves.
     """
-    figure = go.Figure(layout=_roll_layout(score, title))
+    heading = f'<p style="font-weight:600;margin:0">{html.escape(title)}</p>' if title else ""
     if not score.notes:
-        return _with_note(figure, "no notes")
+        return f'<div class="piano-roll">{heading}<p>no notes</p></div>'
     primer = set(score.notes[:primer_notes]) if isinstance(primer_notes, int) else set(primer_notes)
     generated = [note for note in score.notes if note not in primer]
+    frame = _Frame.around(score)
     parts = _parts(generated)
+    bars, legend = [], []
     if len(parts) == 1:
-        figure.add_trace(_note_bars(score, generated, "composed", _loudness_marker(generated)))
+        bars += [_bar(frame, score, note, _loudness_colour(note.velocity)) for note in generated]
+        legend.append(LOUDNESS_KEY)
     for number, (instrument, notes) in enumerate(parts.items() if len(parts) > 1 else ()):
         colour = PART_COLOURS[number % len(PART_COLOURS)]
-        figure.add_trace(_note_bars(score, notes, instrument, dict(color=colour, line=NOTE_OUTLINE)))
+        bars += [_bar(frame, score, note, colour) for note in notes]
+        legend.append(_key(instrument, colour))
     if primer:
-        opening = [note for note in score.notes if note in primer]
-        figure.add_trace(_note_bars(score, opening, "your opening", dict(color=PRIMER_COLOUR, line=NOTE_OUTLINE)))
-    figure.update_layout(showlegend=len(figure.data) > 1)
-    return figure
+        bars += [_bar(frame, score, note, PRIMER_COLOUR) for note in score.notes if note in primer]
+        legend.append(_key("your opening", PRIMER_COLOUR))
+    drawing = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {ROLL_WIDTH} {frame.height}" width="100%" '
+        f'role="img" aria-label="piano roll" style="font:12px sans-serif">'
+        f"{''.join(_axes(frame))}{''.join(bars)}</svg>"
+    )
+    keys = f'<div style="display:flex;gap:1.2em;flex-wrap:wrap;font-size:0.85em">{"".join(legend)}</div>'
+    return f'<div class="piano-roll">{heading}{drawing}{keys}</div>'
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where seconds and pitches land in the SVG."""
+
+    seconds: float  # the time axis's length
+    low: int  # lowest pitch shown
+    high: int  # highest pitch shown
+
+    @classmethod
+    def around(cls, score: Score) -> _Frame:
+        pitches = [note.pitch for note in score.notes]
+        end = max(score.beat_to_seconds(note.end) for note in score.notes)
+        return cls(max(end, 1e-3), min(pitches) - 1, max(pitches) + 1)
+
+    @property
+    def row(self) -> float:
+        """SVG units per semitone."""
+        rows = self.high - self.low + 1
+        return min(max(rows * ROW_HEIGHT, ROLL_HEIGHTS[0]), ROLL_HEIGHTS[1]) / rows
+
+    @property
+    def height(self) -> float:
+        return TOP + self.row * (self.high - self.low + 1) + BOTTOM
+
+    def x(self, seconds: float) -> float:
+        return LEFT + seconds / self.seconds * (ROLL_WIDTH - LEFT - RIGHT)
+
+    def y(self, pitch: float) -> float:
+        """The top of the pitch's row."""
+        return TOP + (self.high - pitch) * self.row
+
+
+def _bar(frame: _Frame, score: Score, note: Note, colour: str) -> str:
+    start, end = score.beat_to_seconds(note.start), score.beat_to_seconds(note.end)
+    left, top = frame.x(start), frame.y(note.pitch) + frame.row * (1 - NOTE_THICKNESS) / 2
+    about = (
+        f"{pitch_to_name(note.pitch)} {note.instrument.lower()}, start {start:.2f} s, "
+        f"length {end - start:.2f} s, loudness {note.velocity}"
+    )
+    return (
+        f'<rect class="note" x="{left:.1f}" y="{top:.1f}" width="{max(frame.x(end) - left, 0.5):.1f}" '
+        f'height="{frame.row * NOTE_THICKNESS:.1f}" fill="{colour}" stroke="white" stroke-width="0.5">'
+        f"<title>{html.escape(about)}</title></rect>"
+    )
+
+
+def _axes(frame: _Frame) -> list[str]:
+    """Pitch names with a faint line across, and seconds along the bottom."""
+    bottom = frame.y(frame.low - 1)
+    step = 1 if frame.high - frame.low <= EVERY_NOTE_NAMED_UP_TO + 2 else 12  # 12: only the Cs
+    marks = []
+    for pitch in range(frame.low + 1, frame.high):
+        if step == 1 or pitch % 12 == 0:
+            middle = frame.y(pitch) + frame.row / 2
+            marks.append(_line(LEFT, ROLL_WIDTH - RIGHT, middle, middle))
+            marks.append(_label("pitch", LEFT - 4, middle + 4, "end", pitch_to_name(pitch)))
+    every = next((seconds for seconds in TIME_STEPS if frame.seconds / seconds <= 10), TIME_STEPS[-1])
+    for number in range(int(frame.seconds // every) + 1):
+        x = frame.x(number * every)
+        marks.append(_line(x, x, TOP, bottom))
+        marks.append(_label("time", x, bottom + 16, "middle", f"{number * every} s"))
+    return marks
+
+
+def _line(x1: float, x2: float, y1: float, y2: float) -> str:
+    return f'<line x1="{x1:.1f}" x2="{x2:.1f}" y1="{y1:.1f}" y2="{y2:.1f}" stroke="#eee"/>'
+
+
+def _label(kind: str, x: float, y: float, anchor: str, text: str) -> str:
+    return f'<text class="{kind}" x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}">{text}</text>'
+
+
+def _loudness_colour(velocity: int) -> str:
+    share = (velocity - 1) / 126
+    red, green, blue = (
+        round(quiet + (loud - quiet) * share) for quiet, loud in zip(QUIET_COLOUR, LOUD_COLOUR, strict=True)
+    )
+    return f"#{red:02x}{green:02x}{blue:02x}"
+
+
+def _key(name: str, colour: str) -> str:
+    swatch = (
+        f'<span style="display:inline-block;width:0.9em;height:0.9em;background:{colour};margin-right:0.3em"></span>'
+    )
+    return f"<span>{swatch}{html.escape(name)}</span>"
+
+
+LOUDNESS_KEY = (
+    '<span>quiet <span style="display:inline-block;width:4em;height:0.9em;vertical-align:middle;'
+    f'background:linear-gradient(to right,{_loudness_colour(1)},{_loudness_colour(127)})"></span> loud</span>'
+)
 
 
 def _parts(notes: list[Note]) -> dict[str, list[Note]]:
@@ -62,70 +170,6 @@ def _parts(notes: list[Note]) -> dict[str, list[Note]]:
     for note in notes:
         parts.setdefault(note.instrument, []).append(note)
     return parts
-
-
-def _note_bars(score: Score, notes: list[Note], name: str, marker: dict) -> go.Bar:
-    """One horizontal bar per note, from its start to its end in seconds."""
-    starts = np.array([score.beat_to_seconds(note.start) for note in notes])
-    ends = np.array([score.beat_to_seconds(note.end) for note in notes])
-    pitches = np.array([note.pitch for note in notes])
-    return go.Bar(
-        name=name,
-        orientation="h",
-        base=starts,
-        x=ends - starts,
-        y=pitches,
-        width=NOTE_THICKNESS,
-        marker=marker,
-        hovertext=[_hover(note, start, end) for note, start, end in zip(notes, starts, ends, strict=True)],
-        hovertemplate="%{hovertext}<extra></extra>",
-    )
-
-
-def _loudness_marker(notes: list[Note]) -> dict:
-    """Bar colours from velocities on a fixed 1..127 scale, with a colour bar."""
-    return dict(
-        color=np.array([note.velocity for note in notes]),
-        colorscale=LOUDNESS_COLOURS,
-        cmin=1,
-        cmax=127,
-        colorbar=dict(title=dict(text="loudness"), thickness=12),
-        line=NOTE_OUTLINE,
-    )
-
-
-def _hover(note: Note, start: float, end: float) -> str:
-    return (
-        f"<b>{pitch_to_name(note.pitch)}</b> {note.instrument.lower()}<br>start {start:.2f} s<br>"
-        f"length {end - start:.2f} s<br>loudness {note.velocity}"
-    )
-
-
-def _roll_layout(score: Score, title: str) -> go.Layout:
-    """Axes in seconds and note names, bars drawn over one another rather than side by side."""
-    return go.Layout(
-        title=dict(text=title),
-        barmode="overlay",
-        xaxis=dict(title=dict(text="time (seconds)"), rangemode="tozero"),
-        yaxis=_pitch_axis([note.pitch for note in score.notes]),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0),
-        margin=dict(l=60, r=20, t=60 if title else 30, b=50),
-    )
-
-
-def _pitch_axis(pitches: list[int]) -> dict:
-    """A pitch axis with names: every pitch over a small range, else every C."""
-    if not pitches:
-        return dict(title=dict(text="pitch"), showticklabels=False)
-    low, high = min(pitches), max(pitches)
-    step = 1 if high - low <= EVERY_NOTE_NAMED_UP_TO else 12  # 12: only the Cs
-    ticks = [pitch for pitch in range(low, high + 1) if step == 1 or pitch % 12 == 0]
-    return dict(
-        title=dict(text="pitch"),
-        range=[low - 1, high + 1],
-        tickvals=ticks,
-        ticktext=[pitch_to_name(pitch) for pitch in ticks],
-    )
 
 
 # Training.

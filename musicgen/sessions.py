@@ -420,4 +420,4 @@ class Results:
     audio: dict[int, Path] = field(default_factory=dict)  # variation -> its MP3 file in the workspace
     audio_errors: dict[int, str] = field(default_factory=dict)  # variation -> why it has no sound
     originality: dict[int, tuple[str, bool]] = field(default_factory=dict)  # variation -> (summary, copies)
-    figures: dict[int, object] = field(default_factory=dict)  # variation -> plotly piano roll
+    figures: dict[int, str] = field(default_factory=dict)  # variation -> piano roll (musicgen.plots.piano_roll)

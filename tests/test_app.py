@@ -4,6 +4,7 @@ The app opens on a tiny model trained here (MUSICGEN_MODEL), so that these tests
 depend on the shipped model; tests/test_browser.py uses the shipped one.
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def compose(at: AppTest) -> AppTest:
     button(at, "Compose").click().run()
     assert not at.exception, at.exception
     return at
+
+
+def piano_rolls(at: AppTest) -> list:
+    return [element for element in at.markdown if element.value.startswith('<div class="piano-roll">')]
 
 
 def texts(at: AppTest, *kinds: str) -> list[str]:
@@ -104,7 +109,7 @@ def test_the_page_opens_on_the_shipped_model_with_plain_help_on_every_control():
 def test_one_click_on_compose_gives_a_piece_to_see_hear_and_download():
     at = compose(open_app())
     assert not at.error
-    assert len(at.get("audio")) == 1 and len(at.get("plotly_chart")) == 1
+    assert len(at.get("audio")) == 1 and len(piano_rolls(at)) == 1
     labels = [button.label for button in at.get("download_button")]
     assert {"Download MIDI", "Download audio", "Download this model (.zip)"} <= set(labels)
     piece = at.session_state["results"].pieces[0]
@@ -128,7 +133,7 @@ def test_variations_each_get_their_own_piece_roll_and_file_name():
     at = open_app()
     widget(at, "slider", "Variations").set_value(3)
     at = compose(at)
-    assert len(at.get("audio")) == 3 and len(at.get("plotly_chart")) == 3
+    assert len(at.get("audio")) == 3 and len(piano_rolls(at)) == 3
     stems = [piece.file_stem for piece in at.session_state["results"].pieces]
     assert [stem.rsplit("-", 1)[1] for stem in stems] == ["1", "2", "3"]
 
@@ -227,7 +232,7 @@ def test_without_a_synthesizer_the_page_says_so_once_and_shows_the_music(monkeyp
     widget(at, "slider", "Variations").set_value(2)
     at = compose(at)
     assert len([text for text in texts(at, "info") if text.startswith("No sound")]) == 1
-    assert len(at.get("audio")) == 0 and len(at.get("plotly_chart")) == 2
+    assert len(at.get("audio")) == 0 and len(piano_rolls(at)) == 2
     assert [b.label for b in at.get("download_button")].count("Download MIDI") == 2
 
 
@@ -268,6 +273,13 @@ def test_keras_state_outlives_the_page_runs():
     at = open_app()
     compose(at)
     assert keras.layers.Dense(1).name not in names  # Keras's global name counter was not reset
+
+
+def test_the_page_shows_nothing_of_the_server_settings():
+    at = open_app()
+    shown = [element.type for element in at.main] + [element.type for element in at.sidebar]
+    assert "help_info" not in shown and "json" not in shown
+    assert os.environ["MUSICGEN_RUNS"] not in str(at.main)
 
 
 def test_streamlit_collects_no_garbage_after_every_run():

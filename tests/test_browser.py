@@ -148,7 +148,7 @@ def test_compose_with_the_shipped_model_plays_shows_and_downloads_the_piece(brow
     page = open_page(browser, server, height=1500)
     keep_seed(page, SCREENSHOT_SEED)  # the same piece each time, for the screenshot
     compose(page)
-    roll = page.locator(".js-plotly-plot").first
+    roll = page.locator(".piano-roll svg").first
     roll.wait_for(timeout=30_000)
     assert page.locator("audio").count() == 1
     page.get_by_text(re.compile(r"^Originality: ")).first.wait_for(timeout=PIECE_SECONDS * 1000)
@@ -159,6 +159,7 @@ def test_compose_with_the_shipped_model_plays_shows_and_downloads_the_piece(brow
     seed, seconds, notes = re.search(r"Seed (\d+) · (\d+) seconds · (\d+) notes", page.inner_text("body")).groups()
     assert download.value.suggested_filename == f"musicgen-{SHIPPED_MODEL.name}-seed{seed}.mid"
     assert len(score.notes) == int(notes) > 0 and score.duration_seconds <= int(seconds) + 1 <= 31
+    assert roll.locator("rect.note").count() == len(score.notes)  # the page kept every bar of the SVG
     page.mouse.move(700, 5)  # no tooltip in the picture
     page.wait_for_timeout(1000)
     SCREENSHOT.parent.mkdir(exist_ok=True)

@@ -1,9 +1,13 @@
 """musicgen.plots: the piano roll follows the tempo map, marks the primer, and never fails on nothing."""
 
+from xml.etree import ElementTree
+
 import pytest
 
-from musicgen.plots import loss_curve, piano_roll, pitch_to_name
+from musicgen.plots import PRIMER_COLOUR, loss_curve, piano_roll, pitch_to_name
 from musicgen.score import Note, Score, Tempo
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def two_tempo_piece() -> Score:
@@ -22,35 +26,58 @@ def test_pitch_to_name(pitch, name):
     assert pitch_to_name(pitch) == name
 
 
+def drawn(html: str) -> ElementTree.Element:
+    """The roll's HTML as an element tree (it is well-formed XML)."""
+    return ElementTree.fromstring(html)
+
+
+def bars(html: str) -> list[dict]:
+    """Each note's bar: its place, size, colour and what it says under the pointer."""
+    return [
+        {key: rect.get(key) for key in ("x", "y", "width", "fill")} | {"about": rect.find(f"{SVG}title").text}
+        for rect in drawn(html).iter(f"{SVG}rect")
+    ]
+
+
+def texts(html: str, kind: str) -> list[str]:
+    return [label.text for label in drawn(html).iter(f"{SVG}text") if label.get("class") == kind]
+
+
 def test_piano_roll_draws_one_bar_per_note_in_seconds():
-    figure = piano_roll(two_tempo_piece(), title="my piece")
-    (bars,) = figure.data
-    assert bars.type == "bar" and bars.orientation == "h"
-    assert list(bars.base) == pytest.approx([0.0, 0.5, 0.75, 2.0])
-    assert list(bars.x) == pytest.approx([0.5, 0.25, 0.75, 1.0])  # durations
-    assert list(bars.y) == [60, 64, 67, 72]
-    assert figure.layout.barmode == "overlay"  # bars at one pitch must not be pushed aside
-    assert figure.layout.title.text == "my piece"
-    assert figure.layout.xaxis.title.text == "time (seconds)"
+    html = piano_roll(two_tempo_piece(), title="my piece")
+    drawn_bars = bars(html)
+    starts = [float(bar["x"]) for bar in drawn_bars]
+    widths = [float(bar["width"]) for bar in drawn_bars]
+    units_per_second = widths[0] / 0.5
+    assert [start - starts[0] for start in starts] == pytest.approx(
+        [0.0, 0.5 * units_per_second, 0.75 * units_per_second, 2.0 * units_per_second], abs=0.1
+    )
+    assert widths == pytest.approx(
+        [0.5 * units_per_second, 0.25 * units_per_second, 0.75 * units_per_second, units_per_second], abs=0.1
+    )
+    heights = [float(bar["y"]) for bar in drawn_bars]
+    assert heights == sorted(heights, reverse=True)  # higher notes further up: 60, 64, 67, 72
+    assert "my piece" in html and texts(html, "time")[:2] == ["0 s", "1 s"]
 
 
-def test_piano_roll_colours_by_loudness_and_explains_each_note_on_hover():
-    (bars,) = piano_roll(two_tempo_piece()).data
-    assert list(bars.marker.color) == [40, 80, 100, 127]
-    assert bars.marker.colorbar.title.text == "loudness"
-    assert "C4" in bars.hovertext[0] and "start 0.00 s" in bars.hovertext[0]
-    assert "length 0.75 s" in bars.hovertext[2] and "loudness 100" in bars.hovertext[2]
+def test_piano_roll_colours_by_loudness_and_explains_each_note_under_the_pointer():
+    html = piano_roll(two_tempo_piece())
+    drawn_bars = bars(html)
+    darkness = [sum(int(bar["fill"][i : i + 2], 16) for i in (1, 3, 5)) for bar in drawn_bars]
+    assert darkness == sorted(darkness, reverse=True) and len(set(darkness)) == 4  # velocities 40 < 80 < 100 < 127
+    assert "quiet" in html and "loud" in html
+    assert drawn_bars[0]["about"].startswith("C4 grand piano, start 0.00 s")
+    assert "length 0.75 s" in drawn_bars[2]["about"] and "loudness 100" in drawn_bars[2]["about"]
 
 
 def test_piano_roll_names_the_pitches_on_the_axis():
-    axis = piano_roll(two_tempo_piece()).layout.yaxis
-    assert "C4" in axis.ticktext and "C5" in axis.ticktext
-    assert dict(zip(axis.tickvals, axis.ticktext, strict=True))[60] == "C4"
+    names = texts(piano_roll(two_tempo_piece()), "pitch")
+    assert names[0] == "C4" and names[-1] == "C5" and "E4" in names  # every pitch over a small range, low first
 
 
 def test_a_wide_piece_names_only_the_cs():
     score = Score((Note(0.0, 30, 1.0), Note(1.0, 90, 2.0)))
-    assert piano_roll(score).layout.yaxis.ticktext == ("C2", "C3", "C4", "C5", "C6")
+    assert texts(piano_roll(score), "pitch") == ["C2", "C3", "C4", "C5", "C6"]
 
 
 @pytest.mark.parametrize(
@@ -59,32 +86,34 @@ def test_a_wide_piece_names_only_the_cs():
     ids=["first notes", "explicit notes"],
 )
 def test_the_primer_is_drawn_apart_with_a_legend_entry(primer):
-    figure = piano_roll(two_tempo_piece(), primer_notes=primer)
-    composed, opening = figure.data
-    assert opening.name == "your opening" and figure.layout.showlegend
-    assert list(opening.y) == [60, 64] and list(opening.base) == pytest.approx([0.0, 0.5])
-    assert list(composed.y) == [67, 72]
-    assert isinstance(opening.marker.color, str)  # one colour, apart from the loudness scale
-    assert list(composed.marker.color) == [100, 127]
+    html = piano_roll(two_tempo_piece(), primer_notes=primer)
+    opening = [bar for bar in bars(html) if bar["fill"] == PRIMER_COLOUR]
+    assert [bar["about"][:2] for bar in opening] == ["C4", "E4"] and "your opening" in html
+    assert len(bars(html)) == 4 and "quiet" in html  # the composed notes keep the loudness colours
 
 
-def test_a_piece_that_is_all_primer_has_no_empty_trace():
-    figure = piano_roll(two_tempo_piece(), primer_notes=10)
-    assert [trace.name for trace in figure.data] == ["your opening"]
+def test_a_piece_that_is_all_primer_has_only_the_opening_in_its_legend():
+    html = piano_roll(two_tempo_piece(), primer_notes=10)
+    assert {bar["fill"] for bar in bars(html)} == {PRIMER_COLOUR} and "quiet" not in html
 
 
-def test_an_empty_score_gives_an_empty_figure_that_says_so():
-    figure = piano_roll(Score(), primer_notes=3, title="nothing")
-    assert len(figure.data) == 0
-    assert [annotation.text for annotation in figure.layout.annotations] == ["no notes"]
-    figure.to_json()
+def test_an_empty_score_says_so():
+    html = piano_roll(Score(), primer_notes=3, title="nothing")
+    assert "no notes" in html and not bars(html)
+
+
+def test_a_title_and_instrument_names_are_escaped():
+    html = piano_roll(two_tempo_piece(), title="<script>alert(1)</script> & more")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    drawn(html)
 
 
 def test_piano_roll_of_many_notes_stays_light():
     notes = tuple(Note(i / 4, 40 + i % 48, i / 4 + 0.5, 1 + i % 127) for i in range(2000))
-    figure = piano_roll(Score(notes), primer_notes=100)
-    assert len(figure.data) == 2
-    assert len(figure.to_json()) < 400_000  # about 150 bytes a note
+    html = piano_roll(Score(notes), primer_notes=100)
+    assert len(bars(html)) == 2000
+    assert len(html) < 400_000  # about 150 bytes a note
+    assert len(texts(html, "time")) <= 11
 
 
 # Training.
@@ -125,7 +154,8 @@ def test_loss_curve_of_no_history_says_so():
 
 def test_several_instruments_get_a_colour_and_a_legend_entry_each():
     notes = (Note(0.0, 76, 1.0, program=40), Note(0.0, 48, 2.0, program=42), Note(1.0, 36, 1.25, is_drum=True))
-    figure = piano_roll(Score(notes))
-    assert [trace.name for trace in figure.data] == ["Cello", "Violin", "Drums"]
-    assert len({trace.marker.color for trace in figure.data}) == 3 and figure.layout.showlegend
-    assert "cello" in figure.data[0].hovertext[0]
+    html = piano_roll(Score(notes))
+    legend = [span.tail or "".join(span.itertext()) for span in drawn(html)[-1]]
+    assert legend == ["Cello", "Violin", "Drums"] and "quiet" not in html
+    assert len({bar["fill"] for bar in bars(html)}) == 3
+    assert "cello" in bars(html)[0]["about"]
