@@ -18,8 +18,8 @@ training airs or the built-in music) and the ratio fine-tuned / new (target at m
 PIECES pieces each composes with the app's likeness settings (musicgen.likeness), each measure's distance
 to the uploaded airs and to the base's music (the built-in styles); and the longest passage a piece copies
 from the uploads or from the base's music (target under 32 notes). `--tuning` draws from books 1-4 and
-tests on book 5, to choose settings without looking at book 6; `--learning-rate`, `--transpose` and
-`--patience` then override the fine-tuning settings.
+tests on book 5, to choose settings without looking at book 6; `--learning-rate`, `--transpose`,
+`--patience` and `--best-after` then override the fine-tuning settings.
 """
 
 from __future__ import annotations
@@ -182,6 +182,7 @@ def run(arguments: argparse.Namespace) -> None:
             ("learning_rate", arguments.learning_rate),
             ("transpose_semitones", arguments.transpose),
             ("patience_steps", arguments.patience),
+            ("best_after_steps", arguments.best_after),
         )
         if value is not None
     }
@@ -228,6 +229,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--transpose", type=int)
     parser.add_argument("--patience", type=int, help="steps")
+    parser.add_argument("--best-after", type=int, help="steps before which no weights are kept once later ones are")
     parser.add_argument("--runs", type=Path, default=REPOSITORY / "runs")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("musicgen").setLevel(logging.WARNING)

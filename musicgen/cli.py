@@ -81,15 +81,15 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, help="Adam step size (default 2e-3; fine-tuning: its own)")
-    parser.add_argument(
-        "--transpose", type=int, help="augment by shifting up to this many semitones (default 0; fine-tuning: 2)"
-    )
+    parser.add_argument("--transpose", type=int, help="augment by shifting up to this many semitones (default 0)")
     parser.add_argument(
         "--start-from",
         type=Path,
         help="fine-tune this model folder (checkpoints/base: all the built-in styles) with the fine-tuning settings",
     )
-    parser.add_argument("--minutes", type=float, help="stop after this much training (fine-tuning: 3)")
+    parser.add_argument(
+        "--minutes", type=float, help="stop after this much training, past the first epoch (fine-tuning: 3)"
+    )
     parser.add_argument(
         "--instruments", action="store_true", help="tokens that name each note's instrument, and keep the drums"
     )

@@ -55,7 +55,7 @@ class _Position:
 def run_folder(runs_root: Path, fingerprint: str, model_config: ModelConfig, train_config: TrainConfig) -> Path:
     """The folder of the run for this corpus and these settings (epochs excluded)."""
     settings = {**asdict(model_config), **asdict(train_config)}
-    for name in ("epochs", "checkpoint_steps", "time_budget_seconds", "patience_steps"):
+    for name in ("epochs", "checkpoint_steps", "time_budget_seconds", "patience_steps", "best_after_steps"):
         del settings[name]  # none changes what the steps learn
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return Path(runs_root) / f"{fingerprint[:12]}-{digest[:10]}"
@@ -213,8 +213,10 @@ class _Run:
         self.stopper = _StopRequests(should_stop, self.config.accumulation_steps, self.deadline if armed else None)
         self.history = bundle.read_history(run_dir)[: position.step // self.steps_per_epoch]
         self.resumed_epochs, self.resumed_step = len(self.history), position.step
-        scores = [bundle.selection_loss(entry) for entry in self.history]
-        self.best_step = (int(np.argmin(scores)) + 1) * self.steps_per_epoch if scores else 0
+        rivals = self._rivals(position.step)
+        self.best_step = (
+            min(rivals, key=lambda entry: bundle.selection_loss(entry))["epoch"] * self.steps_per_epoch if rivals else 0
+        )
         self.saved_at, self.saved_step = -math.inf, position.step
 
     def train(self) -> TrainResult:
@@ -233,6 +235,14 @@ class _Run:
         epochs, step, stopped = self.position.step // self.steps_per_epoch, self.position.step, self.stopper.stopped
         stopped = stopped and not self.stopper.out_of_time
         return TrainResult(self.run_dir, self.resumed_epochs, epochs, stopped, self.resumed_step, step, ended_by)
+
+    def _rivals(self, step: int) -> list[dict]:
+        """The finished epochs an epoch ending at `step` must beat to be kept: from `best_after_steps` on, only those
+        ending there or later."""
+        after = self.config.best_after_steps
+        if step < after:
+            return self.history
+        return [entry for entry in self.history if entry["epoch"] * self.steps_per_epoch >= after]
 
     def _out_of_patience(self) -> bool:
         """True once the best validation loss is `patience_steps` steps old (never without validation files)."""
@@ -286,7 +296,7 @@ class _Run:
         loss = self.position.loss_sum / self.steps_per_epoch
         report = EpochReport(epoch, self.config.epochs, loss, validation_loss, self.position.epoch_seconds)
         score = validation_loss if validation_loss is not None else loss
-        if all(score < bundle.selection_loss(entry) for entry in self.history):
+        if all(score < bundle.selection_loss(entry) for entry in self._rivals(self.position.step)):
             bundle.write_weights(self.run_dir, self.model, self.info.model_config)
             self.best_step = self.position.step
         self.history.append(asdict(report))

@@ -30,6 +30,7 @@ def test_fine_tuning_sets_its_learning_rate_transposition_budget_and_patience_an
     assert tuned.transpose_semitones == settings.FINE_TUNING_TRANSPOSE_SEMITONES
     assert tuned.time_budget_seconds == settings.FINE_TUNING_SECONDS
     assert tuned.patience_steps == settings.FINE_TUNING_PATIENCE_STEPS
+    assert tuned.best_after_steps == settings.FINE_TUNING_BEST_AFTER_STEPS
     assert 10 < tuned.epochs <= settings.EPOCH_RANGE[1]  # a handful of files: many short epochs fit the budget
     assert fine_tuning(replace(asked, epochs=1000), 2_000).epochs == 1000
     assert fine_tuning(replace(asked, transpose_semitones=6), 2_000).transpose_semitones == 6
@@ -40,10 +41,11 @@ def test_fine_tuning_sets_its_learning_rate_transposition_budget_and_patience_an
 def test_the_run_folder_of_earlier_settings_is_unchanged_so_earlier_runs_resume():
     model, config = ModelConfig(vocabulary_size=443), TrainConfig(learning_rate=1e-3)
     earlier = {**asdict(model), **asdict(config)}  # the settings as runs before the budget and patience named them
-    for name in ("epochs", "checkpoint_steps", "time_budget_seconds", "patience_steps"):
+    for name in ("epochs", "checkpoint_steps", "time_budget_seconds", "patience_steps", "best_after_steps"):
         del earlier[name]
     digest = hashlib.sha256(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
-    folder = run_folder(Path("runs"), "ab" * 32, model, replace(config, time_budget_seconds=60, patience_steps=9))
+    stopping = replace(config, time_budget_seconds=60, patience_steps=9, best_after_steps=5)
+    folder = run_folder(Path("runs"), "ab" * 32, model, stopping)
     assert folder.name == f"{'ab' * 6}-{digest[:10]}"
 
 
@@ -147,3 +149,25 @@ def test_the_command_line_fine_tunes_a_model_with_the_fine_tuning_settings_withi
 def test_after_fine_tuning_the_base_the_page_compares_with_the_music_of_every_built_in_style():
     style, title = jobs.starting_music_style(jobs.BASE_MODEL)
     assert title == "the built-in styles" and 1 < style.polyphony < 4  # fiddle tunes 1, quartets and chorales more
+
+
+def test_from_best_after_steps_on_the_weights_kept_are_the_best_of_the_epochs_ending_there_or_later(
+    tmp_path, token_sequences
+):
+    steps_per_epoch = train_sequences(token_sequences, tmp_path / "one", tiny_info(epochs=1)).steps_done
+    kept, digests = [], []
+
+    def note_kept_weights(report):
+        digest = hashlib.sha256((tmp_path / "run" / bundle.WEIGHTS_FILE).read_bytes()).hexdigest()
+        if digest not in digests:
+            kept.append(report.epoch)
+        digests.append(digest)
+
+    info = tiny_info(epochs=5, learning_rate=0.05, best_after_steps=3 * steps_per_epoch)
+    train_sequences(token_sequences, tmp_path / "run", info, on_epoch=note_kept_weights)
+    losses = {entry["epoch"]: entry["validation_loss"] for entry in bundle.read_history(tmp_path / "run")}
+    assert 1 in kept and 3 in kept  # the first epoch, and the first that ends at best_after_steps, are always kept
+    for epoch in kept:
+        rivals = range(3, epoch) if epoch >= 3 else range(1, epoch)
+        assert all(losses[epoch] < losses[rival] for rival in rivals)
+    assert all(epoch in kept for epoch in (4, 5) if losses[epoch] < min(losses[e] for e in range(3, epoch)))
