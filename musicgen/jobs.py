@@ -307,10 +307,10 @@ def plan_request(request: TrainingRequest, training_bytes: int) -> TrainingReque
             f"the training music is too short for a sequence length of {config.sequence_length}: "
             f"it has {tokens} tokens; add files or lower the sequence length"
         )
-    if request.start_from is not None:  # learned on top of a trained model: its own settings and time budget
-        config = fine_tuning(config, tokens)
-    model = effective_model_config(request)
     windows = len(window_starts(tokens, config.sequence_length, max(1, config.sequence_length // 2)))
+    if request.start_from is not None:  # learned on top of a trained model: its own settings and time budget
+        config = fine_tuning(config, windows)
+    model = effective_model_config(request)
     batch = min(config.batch_size, windows)
     steps = memory.accumulation_steps(model, batch, config.sequence_length, tokens, training_bytes)
     if steps == 0:

@@ -126,11 +126,11 @@ FINE_TUNING_BEST_AFTER_STEPS = 40
 FINE_TUNING_TOKENS_PER_SECOND = 25_000  # a 2 x 256 base learning 5 airs on 2 cores, measured: plans the epochs
 
 
-def fine_tuning(config: TrainConfig, training_tokens: int) -> TrainConfig:
+def fine_tuning(config: TrainConfig, windows: int) -> TrainConfig:
     """The settings of a training that starts from a trained model: its learning rate, transposition (none unless
-    asked for), early stopping and time budget, and as many epochs (at least those asked for) as fit the budget."""
-    windows = max(1, (training_tokens - config.sequence_length - 1) // max(1, config.sequence_length // 2) + 1)
-    steps_per_epoch = max(1, windows // min(config.batch_size, windows))
+    asked for), early stopping and time budget, and as many epochs (at least those asked for) as fit the budget.
+    `windows`: the training windows of the music (musicgen.dataset.window_starts)."""
+    steps_per_epoch = max(1, windows // min(config.batch_size, max(1, windows)))
     fitting_steps = FINE_TUNING_SECONDS * FINE_TUNING_TOKENS_PER_SECOND / (config.batch_size * config.sequence_length)
     epochs = min(max(config.epochs, math.ceil(fitting_steps / steps_per_epoch)), EPOCH_RANGE[1])
     return replace(

@@ -15,7 +15,7 @@ import numpy as np
 
 from musicgen import bundle
 from musicgen.corpus import Corpus, corpus_to_ids
-from musicgen.dataset import TrainingWindows, make_dataset, split_by_file
+from musicgen.dataset import TrainingWindows, make_dataset, split_by_file, window_starts
 from musicgen.model import build_model
 from musicgen.settings import CheckpointReport, EpochReport, ModelConfig, TrainConfig, fine_tuning
 from musicgen.tokens import Vocabulary
@@ -95,7 +95,8 @@ def train(
 def fine_tuning_settings(corpus: Corpus, vocabulary: Vocabulary, config: TrainConfig) -> TrainConfig:
     """`musicgen.settings.fine_tuning` of the config, its epochs planned on the corpus's training files."""
     train_part, _ = split_by_file(corpus_to_ids(corpus, vocabulary), config.validation_share, config.seed)
-    return fine_tuning(config, sum(len(ids) for ids in train_part))
+    tokens, stride = sum(len(ids) for ids in train_part), max(1, config.sequence_length // 2)
+    return fine_tuning(config, len(window_starts(tokens, config.sequence_length, stride)))
 
 
 def train_sequences(

@@ -25,16 +25,16 @@ def music(count: int = 6):
 
 def test_fine_tuning_sets_its_learning_rate_transposition_budget_and_patience_and_keeps_more_epochs_asked_for():
     asked = TrainConfig(epochs=10, sequence_length=64)
-    tuned = fine_tuning(asked, training_tokens=2_000)
+    tuned = fine_tuning(asked, windows=61)  # 2,000 tokens
     assert tuned.learning_rate == settings.FINE_TUNING_LEARNING_RATE
     assert tuned.transpose_semitones == settings.FINE_TUNING_TRANSPOSE_SEMITONES
     assert tuned.time_budget_seconds == settings.FINE_TUNING_SECONDS
     assert tuned.patience_steps == settings.FINE_TUNING_PATIENCE_STEPS
     assert tuned.best_after_steps == settings.FINE_TUNING_BEST_AFTER_STEPS
     assert 10 < tuned.epochs <= settings.EPOCH_RANGE[1]  # a handful of files: many short epochs fit the budget
-    assert fine_tuning(replace(asked, epochs=1000), 2_000).epochs == 1000
-    assert fine_tuning(replace(asked, transpose_semitones=6), 2_000).transpose_semitones == 6
-    many_tokens = fine_tuning(asked, training_tokens=3_000_000)
+    assert fine_tuning(replace(asked, epochs=1000), 61).epochs == 1000
+    assert fine_tuning(replace(asked, transpose_semitones=6), 61).transpose_semitones == 6
+    many_tokens = fine_tuning(asked, windows=93_749)  # 3,000,000 tokens
     assert many_tokens.epochs == 10  # one epoch over a big upload already takes longer than the budget
 
 
