@@ -65,6 +65,7 @@ INSTRUMENTS = {  # General MIDI program of each instrument offered for playback,
 }
 AS_WRITTEN = "As written: each part its own"  # for models whose tokens name the instruments
 NO_PRIMER = "nothing: a fresh start"
+OPENINGS = "a few notes of the music it learned"  # the first choice for a model that keeps openings (musicgen.sample)
 KEY_OFF, KEY_AUTO = "off", "the key of the music I gave"
 LOSS_EXPLANATION = (
     "**Loss** is how surprised the model is by the next note of the music: lower is better. "
@@ -391,11 +392,16 @@ def compose_section(loaded: sessions.Composer, folder: Path, uploads: Corpus | N
             help="Only notes of this key are played; 'the key of the music I gave' finds it for you.",
         )
     with start:
+        openings = [OPENINGS] if loaded.info.openings else []
         primer_name = st.selectbox(
-            "Start from", [NO_PRIMER, *primers], help="The piece goes on from the opening of this piece."
+            "Start from",
+            [*openings, NO_PRIMER, *primers],
+            help="The piece goes on from the opening of this piece. A model that learned your music starts "
+            "from the first notes of one of your pieces (another one for each variation), so that it plays "
+            "your instruments in your style.",
         )
         primer_notes = 16
-        if primer_name != NO_PRIMER:
+        if primer_name in primers:
             primer_notes = st.slider(
                 "Notes taken from it", 4, 64, 16, 4, help="How much of its opening the piece starts with."
             )
@@ -420,7 +426,8 @@ def compose_section(loaded: sessions.Composer, folder: Path, uploads: Corpus | N
             bpm=float(bpm),
         )
         name, program = model_name(folder), INSTRUMENTS.get(instrument)  # None: as written
-        pieces = sessions.compose(loaded, config, name, program, primer, primer_notes)
+        fresh_start = primer_name == NO_PRIMER
+        pieces = sessions.compose(loaded, config, name, program, primer, primer_notes, fresh_start)
         workspace().forget_pieces()
         info = loaded.info
         results = sessions.Results(
@@ -777,9 +784,11 @@ def show_status(progress: jobs.Progress) -> None:
         st.info(f"Resumed after epoch {progress.resumed_after_epoch}: the epochs trained before were kept.")
     done = min(progress.epoch, progress.epochs)
     label = f"Epoch {min(done + 1, progress.epochs) if progress.active else done} of {progress.epochs}"
-    if progress.active and progress.epoch == progress.resumed_after_epoch:
-        label += " (the first one is slower: the model is being prepared)"
-    st.progress(done / progress.epochs, text=label)
+    if progress.active and progress.steps_per_epoch > 1:
+        label += f", step {progress.step_in_epoch} of {progress.steps_per_epoch}"
+    if progress.active and progress.step == 0:
+        label += " (the model is being prepared)"
+    st.progress(progress.share_done, text=label)
     per_epoch, left = progress.seconds_per_epoch, progress.seconds_left
     columns = st.columns(3)
     columns[0].metric("Epochs done", f"{done} of {progress.epochs}")

@@ -100,7 +100,7 @@ def timed_training(corpus, runs, model_config, config, vocabulary, start_from) -
 def compose(run_dir: Path) -> list[Score]:
     """PIECES pieces with the settings the app measures a new model's likeness with."""
     info, weights = load_weight_arrays(run_dir)
-    sampler = Sampler(weights, info.vocabulary)
+    sampler = Sampler(weights, info.vocabulary, info.openings)
     config = SampleConfig(temperature=likeness.TEMPERATURE, max_seconds=likeness.PIECE_SECONDS, variations=8)
     return [piece for seed in range(PIECES // 8) for piece in sampler.scores(replace(config, seed=seed))]
 

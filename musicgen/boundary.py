@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgen.sample import MAX_OPENINGS, MAX_PRIMER_TOKENS
 from musicgen.settings import EPOCH_RANGE, TEMPERATURE_RANGE, EpochReport, ModelConfig, TrainConfig
 from musicgen.tokens import TokenConfig, Vocabulary
 
@@ -272,10 +273,10 @@ def check_vocabulary(data: object, model_config: ModelConfig) -> Vocabulary:
     return vocabulary
 
 
-def check_corpus(data: object) -> tuple[str, list[str]]:
-    """The fingerprint and file names of corpus.json."""
+def check_corpus(data: object, vocabulary_size: int) -> tuple[str, list[str], list[list[int]]]:
+    """The fingerprint, file names and openings (token ids; none in bundles of earlier versions) of corpus.json."""
     with _reasons("corpus.json"):
-        _check_keys(data, {"fingerprint", "files"})
+        _check_keys(data, {"fingerprint", "files"}, {"openings"})
         fingerprint, names = data["fingerprint"], data["files"]
         if not isinstance(fingerprint, str) or not _HEX.fullmatch(fingerprint):
             raise ValueError("the fingerprint must be up to 64 hexadecimal digits")
@@ -283,7 +284,15 @@ def check_corpus(data: object) -> tuple[str, list[str]]:
             raise ValueError(f"the training files must be a list of at most {MAX_FILE_NAMES:,} names")
         if not all(isinstance(name, str) and len(name) <= MAX_NAME_CHARS for name in names):
             raise ValueError(f"each training file name must be text of at most {MAX_NAME_CHARS} characters")
-    return fingerprint, names
+        openings = data.get("openings", [])
+        if not isinstance(openings, list) or len(openings) > MAX_OPENINGS:
+            raise ValueError(f"the openings must be a list of at most {MAX_OPENINGS}")
+        for opening in openings:
+            if not isinstance(opening, list) or len(opening) > MAX_PRIMER_TOKENS:
+                raise ValueError(f"each opening must be a list of at most {MAX_PRIMER_TOKENS} token ids")
+            if not all(type(token) is int and 0 <= token < vocabulary_size for token in opening):
+                raise ValueError("an opening holds a token id the vocabulary does not have")
+    return fingerprint, names, openings
 
 
 def check_history(data: object) -> list[dict]:

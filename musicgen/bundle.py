@@ -2,7 +2,7 @@
 
 Files: config.json (model and training settings, library version), vocabulary.json,
 model.weights.h5 (best weights, no optimizer), history.json (one entry per epoch) and
-corpus.json (fingerprint and file names). A run folder may also hold backup/ (the last
+corpus.json (fingerprint, file names, and the openings pieces start from). A run folder may also hold backup/ (the last
 epoch with its optimizer state, for resuming); it never goes into the zip.
 
 Every file is checked by `musicgen.boundary` before it is used, whether it comes from an
@@ -60,6 +60,7 @@ class BundleInfo:
     fingerprint: str  # of the training corpus
     file_names: list[str] = field(default_factory=list)  # the training files
     train_config: TrainConfig | None = None  # None for a bundle whose training settings are unknown
+    openings: list[list[int]] = field(default_factory=list)  # token ids: musicgen.sample.openings_of the music
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def write_info(folder: Path, info: BundleInfo) -> None:
     }
     _write_json(folder / "config.json", config)
     _write_json(folder / "vocabulary.json", info.vocabulary.to_dict())
-    _write_json(folder / "corpus.json", {"fingerprint": info.fingerprint, "files": info.file_names})
+    corpus = {"fingerprint": info.fingerprint, "files": info.file_names, "openings": info.openings}
+    _write_json(folder / "corpus.json", corpus)
 
 
 def write_weights(folder: Path, model, model_config: ModelConfig) -> None:
@@ -202,8 +204,8 @@ def _info_from_files(files: Mapping[str, bytes], max_parameters: int | None) -> 
     """Check config, vocabulary and corpus files against each other."""
     model_config, train_config, version = boundary.check_config(_parse(files, "config.json"), max_parameters)
     vocabulary = boundary.check_vocabulary(_parse(files, "vocabulary.json"), model_config)
-    fingerprint, file_names = boundary.check_corpus(_parse(files, "corpus.json"))
-    return BundleInfo(model_config, vocabulary, fingerprint, file_names, train_config), version
+    fingerprint, file_names, openings = boundary.check_corpus(_parse(files, "corpus.json"), len(vocabulary))
+    return BundleInfo(model_config, vocabulary, fingerprint, file_names, train_config, openings), version
 
 
 def _parse(files: Mapping[str, bytes], name: str) -> object:
@@ -272,7 +274,9 @@ def _describe(folder: Path) -> BundleDescription | str:
     """The description, or the BundleError's message, so that a damaged folder is not parsed on every run."""
     try:
         model_config, train_config, version = boundary.check_config(_read_json(folder, "config.json"), None)
-        fingerprint, file_names = boundary.check_corpus(_read_json(folder, "corpus.json"))
+        fingerprint, file_names, _ = boundary.check_corpus(
+            _read_json(folder, "corpus.json"), model_config.vocabulary_size
+        )
         history = tuple(EpochReport(**entry) for entry in read_history(folder))
     except BundleError as error:
         return str(error)

@@ -156,6 +156,9 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--primer", type=Path, help="a MIDI file whose opening the piece continues")
     parser.add_argument("--primer-notes", type=int, default=16)
+    parser.add_argument(
+        "--fresh-start", action="store_true", help="start from nothing, not from an opening of the music it learned"
+    )
     parser.add_argument("--key", help="key lock, e.g. 'D minor'")
     parser.add_argument("--bpm", type=float, default=100.0)
     parser.add_argument(
@@ -323,10 +326,10 @@ def generate_command(arguments: argparse.Namespace) -> None:
         key=arguments.key,
         bpm=arguments.bpm,
     )
-    primer = None
+    primer = [] if arguments.fresh_start else None  # None: an opening of the music the model learned, if it has any
     if arguments.primer:
         primer = primer_from_score(midi.read(arguments.primer), info.vocabulary, arguments.primer_notes)
-    pieces = Sampler(weights, info.vocabulary).scores(config, primer, arguments.program)
+    pieces = Sampler(weights, info.vocabulary, info.openings).scores(config, primer, arguments.program)
     for number, piece in enumerate(pieces, 1):
         out = arguments.out if len(pieces) == 1 else arguments.out.with_stem(f"{arguments.out.stem}-{number}")
         out.write_bytes(midi.write(piece))

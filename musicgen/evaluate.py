@@ -304,7 +304,7 @@ def measure_piece_sets(
     """Style and originality of the held-out pieces and of `pieces` generated at each temperature."""
     reference = _StyleReference.of(training, held_out)
     index = index_corpus(training, bundle.info.vocabulary.config.steps_per_beat)
-    sampler = Sampler(bundle.model, bundle.info.vocabulary)
+    sampler = Sampler(bundle.model, bundle.info.vocabulary, bundle.info.openings)
     generated = tuple(
         _piece_set(generate_pieces(sampler, replace(sample_config, temperature=t), pieces), reference, index, t)
         for t in temperatures

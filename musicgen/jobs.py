@@ -62,6 +62,10 @@ class Progress:
     stopping: bool = False  # a stop was asked for and is on its way
     ended_at: float | None = None  # time.monotonic() when it ended; None while queued or running
     likeness: tuple[str, ...] = ()  # once finished: how close the model's pieces are to the music, in sentences
+    step: int = 0  # optimizer steps done in the run, earlier visits' included
+    steps_per_epoch: int = 0  # 0 until the first step of this job
+    seconds_per_step: float | None = None  # measured in this job, pauses at epoch ends included
+    budget_ends_at: float | None = None  # time.monotonic() when its time budget runs out; None without one
 
     @property
     def active(self) -> bool:
@@ -74,17 +78,42 @@ class Progress:
         return len(self.history)
 
     @property
+    def step_in_epoch(self) -> int:
+        """Steps done in the epoch under way (0 at an epoch's end)."""
+        return self.step % self.steps_per_epoch if self.steps_per_epoch else 0
+
+    @property
+    def share_done(self) -> float:
+        """The part of the asked-for epochs done, counted in steps once they are known."""
+        if self.steps_per_epoch:
+            return min(1.0, self.step / (self.epochs * self.steps_per_epoch))
+        return min(1.0, self.epoch / self.epochs)
+
+    @property
     def seconds_per_epoch(self) -> float | None:
-        """Typical time of one epoch: the mean of the last three, leaving out the first (it compiles)."""
+        """Typical time of one epoch: the mean of the last three, leaving out the first (it compiles); before an
+        epoch of this job ends, the measured time per step times the steps of an epoch."""
         seconds = [entry["seconds"] for entry in self.history[self.resumed_after_epoch :]]
         recent = (seconds[1:] if len(seconds) > 1 else seconds)[-3:]
-        return sum(recent) / len(recent) if recent else None
+        if recent:
+            return sum(recent) / len(recent)
+        return self.seconds_per_step * self.steps_per_epoch if self.seconds_per_step else None
 
     @property
     def seconds_left(self) -> float | None:
-        """Estimated time until the last epoch ends; None before the first epoch of this job ends."""
-        per_epoch = self.seconds_per_epoch
-        return None if per_epoch is None else max(self.epochs - self.epoch, 0) * per_epoch
+        """Estimated time until the last epoch ends, or the time budget runs out if sooner; None until measured."""
+        if self.seconds_per_step and self.steps_per_epoch:
+            left = max(self.epochs * self.steps_per_epoch - self.step, 0) * self.seconds_per_step
+        elif self.seconds_per_epoch is not None:
+            left = max(self.epochs - self.epoch, 0) * self.seconds_per_epoch
+        else:
+            return None
+        if self.budget_ends_at is not None:
+            budget_left = max(self.budget_ends_at - time.monotonic(), 0.0)
+            if self.step < self.steps_per_epoch and self.seconds_per_step:  # the budget lets the first epoch end
+                budget_left = max(budget_left, (self.steps_per_epoch - self.step) * self.seconds_per_step)
+            left = min(left, budget_left)
+        return left
 
     @property
     def memorising_since(self) -> int | None:
@@ -111,6 +140,7 @@ class TrainingJob:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._epochs_seen = 0
+        self._first_step: tuple[int, float] | None = None  # (step, time.monotonic()) of this job's first step
         self._last_seen = time.monotonic()
         self.run_dir = planned_run_folder(request, workspace)  # known before it starts, to keep it busy
         self._progress = Progress("queued", request.train_config.epochs, run_dir=self.run_dir)
@@ -171,6 +201,19 @@ class TrainingJob:
             self._progress = replace(progress, history=(*earlier, entry), resumed_after_epoch=resumed)
             self._epochs_seen += 1
 
+    def _on_step(self, step: int, steps_per_epoch: int) -> None:
+        """Count a step; time per step is measured from this job's first one (the compile comes before it)."""
+        now = time.monotonic()
+        changes = dict(step=step, steps_per_epoch=steps_per_epoch)
+        if self._first_step is None:
+            self._first_step = (step, now)
+            budget = self.request.train_config.time_budget_seconds
+            if budget:
+                changes["budget_ends_at"] = now + budget
+        elif step > self._first_step[0]:
+            changes["seconds_per_step"] = (now - self._first_step[1]) / (step - self._first_step[0])
+        self._update(**changes)
+
     def run(self) -> None:
         """Train (the worker thread calls this); every outcome ends up in the progress, never raised."""
         try:
@@ -199,6 +242,7 @@ class TrainingJob:
             on_epoch=self._on_epoch,
             should_stop=self.should_stop,
             start_from=start_from,
+            on_step=self._on_step,
         )
         message = None
         if result.stopped:
@@ -233,7 +277,7 @@ def likeness_sentences(run_dir: Path, request: TrainingRequest) -> tuple[str, ..
     config = SampleConfig(
         temperature=likeness.TEMPERATURE, max_seconds=likeness.PIECE_SECONDS, variations=likeness.PIECES, seed=1
     )
-    pieces = Sampler(weights, info.vocabulary).scores(config)
+    pieces = Sampler(weights, info.vocabulary, info.openings).scores(config)
     try:
         measured = likeness.measure_likeness(pieces, request.corpus.scores, *starting_music_style(request.start_from))
     except ValueError:  # pieces without notes: nothing to compare

@@ -30,6 +30,11 @@ MAX_TOKENS = 20_000  # hard cap on one generation
 # 64 notes take about 150 tokens; silences and held notes beyond these bounds are cut.
 MAX_PRIMER_TOKENS = 512
 MAX_PRIMER_BEATS = 16.0
+# A model trained on someone's music keeps the openings of up to MAX_OPENINGS of its files, OPENING_NOTES notes each
+# (musicgen.bundle): its pieces start from one of them unless asked otherwise. On airs the base learned in a few
+# steps, even the first note (which carries the instrument) made pieces keep the airs' style; four give a motif.
+OPENING_NOTES = 4
+MAX_OPENINGS = 16
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ class Request:
     """One call for pieces: its settings, its primer, and the pieces as they grow."""
 
     config: SampleConfig
-    primer: list[int]
+    primers: list[list[int]]  # of each variation
     max_new: int  # tokens each row may generate
     max_steps: int  # time steps each piece may last
     allowed: np.ndarray  # (vocabulary,) ids these settings may choose
@@ -171,34 +176,43 @@ class Request:
         return self.rows_left == 0
 
     def results(self) -> list[list[int]]:
-        """Token ids of each piece, the primer first."""
-        return [self.primer + piece for piece in self.pieces]
+        """Token ids of each piece, its primer first."""
+        return [primer + piece for primer, piece in zip(self.primers, self.pieces, strict=True)]
 
 
 class Sampler:
     """Generates from the weights of a model built by musicgen.model (a Keras model, or its weight arrays)."""
 
-    def __init__(self, network, vocabulary: Vocabulary):
+    def __init__(self, network, vocabulary: Vocabulary, openings: Sequence[Sequence[int]] = ()):
+        """openings: token ids of openings of the music the model learned (musicgen.bundle.BundleInfo.openings)."""
         use_one_blas_thread()
         self.vocabulary = vocabulary
+        self.openings = [_clean_primer(opening, len(vocabulary)) for opening in openings]
         self.network = Network(network.get_weights() if hasattr(network, "get_weights") else network)
         self.is_note = vocabulary.is_note_id
         self.shift_steps_of_id = vocabulary.shift_steps_of_id.astype(np.int64)
         self.follow_mask = follow_mask(vocabulary)
         self.opening_mask = opening_mask(vocabulary)
 
+    def primers(self, config: SampleConfig, primer: list[int] | None = None) -> list[list[int]]:
+        """The ids each variation starts from: the primer; without one, one of the model's openings (variation v
+        of seed s the opening s + v, counted round), or `start` for a model without openings."""
+        if primer is None and self.openings:
+            count = len(self.openings)
+            return [self.openings[(config.seed + variation) % count] for variation in range(config.variations)]
+        return [_clean_primer(primer, len(self.vocabulary))] * config.variations
+
     def request(self, config: SampleConfig, primer: list[int] | None = None) -> Request:
-        """A request for `config.variations` pieces continuing the primer (default: `start`)."""
-        primer = _clean_primer(primer, len(self.vocabulary))
+        """A request for `config.variations` pieces continuing their primers (see `primers`)."""
         steps_per_beat = self.vocabulary.config.steps_per_beat
         max_steps = int(np.ceil(config.max_seconds * config.bpm / 60 * steps_per_beat))
         max_new = min(MAX_TOKENS, 8 * config.max_notes + max_steps + 16)
         allowed = allowed_token_mask(self.vocabulary, config.key)
         pieces = [[] for _ in range(config.variations)]
-        return Request(config, primer, max_new, max_steps, allowed, pieces, config.variations)
+        return Request(config, self.primers(config, primer), max_new, max_steps, allowed, pieces, config.variations)
 
     def generate(self, config: SampleConfig, primer: list[int] | None = None) -> list[list[int]]:
-        """Token ids of `config.variations` pieces, each starting with the primer (default: `start`)."""
+        """Token ids of `config.variations` pieces, each starting with its primer (see `primers`)."""
         batch = Batch(self)
         request = batch.add(self.request(config, primer))
         while not request.done:
@@ -228,7 +242,8 @@ class _Row:
     rng: np.random.Generator  # seeded by (seed, variation): the piece does not depend on its neighbours
 
     def next_primer_id(self, primer_left: int) -> int:
-        return self.request.primer[len(self.request.primer) - primer_left]
+        primer = self.request.primers[self.variation]
+        return primer[len(primer) - primer_left]
 
 
 class Batch:
@@ -276,8 +291,8 @@ class Batch:
         """The per-row arrays of a request's rows."""
         config = request.config
         columns = {
-            "token": np.full(rows, request.primer[0]),
-            "primer_left": np.full(rows, len(request.primer) - 1),
+            "token": np.full(rows, START),  # every primer starts with it
+            "primer_left": np.array([len(primer) - 1 for primer in request.primers]),
             "notes": np.zeros(rows, int),
             "steps": np.zeros(rows, int),
             "made": np.zeros(rows, int),
@@ -398,6 +413,13 @@ def primer_from_score(score: Score, vocabulary: Vocabulary, notes: int = 16) -> 
             return ids[:position]
         seen += int(is_note[token])
     return ids[:MAX_PRIMER_TOKENS]
+
+
+def openings_of(scores: Sequence[Score], vocabulary: Vocabulary) -> list[list[int]]:
+    """The openings a model keeps of the music it learns: OPENING_NOTES notes of each of its first MAX_OPENINGS
+    pieces that have notes the vocabulary keeps."""
+    openings = (primer_from_score(score, vocabulary, OPENING_NOTES) for score in scores)
+    return [opening for opening in openings if len(opening) > 1][:MAX_OPENINGS]
 
 
 def _opening_notes(score: Score, vocabulary: Vocabulary, notes: int) -> tuple:

@@ -162,7 +162,7 @@ def load_composer(folder: Path) -> Composer:
     from musicgen.sample import Sampler
 
     info, arrays = load_weight_arrays(folder)
-    queue = SamplingQueue(Sampler(arrays, info.vocabulary))
+    queue = SamplingQueue(Sampler(arrays, info.vocabulary, info.openings))
     return Composer(Path(folder), info, queue, read_recommendation(folder))
 
 
@@ -285,19 +285,24 @@ def compose(
     program: int | None = None,
     primer_score: Score | None = None,
     primer_notes: int = 16,
+    fresh_start: bool = False,
 ) -> list[Piece]:
-    """Generate `config.variations` pieces (config: musicgen.sample.SampleConfig) as Pieces."""
+    """Generate `config.variations` pieces (config: musicgen.sample.SampleConfig) as Pieces. Without a primer score
+    they start from the model's openings of the music it learned (if any), or from nothing with `fresh_start`."""
     from musicgen.sample import primer_from_score
 
-    vocabulary = composer.info.vocabulary
-    primer = primer_from_score(primer_score, vocabulary, primer_notes) if primer_score is not None else None
-    opening = {(note.start, note.pitch) for note in decode(primer, vocabulary).notes} if primer else set()
+    vocabulary, sampler = composer.info.vocabulary, composer.queue.sampler
+    primer = [] if fresh_start else None
+    if primer_score is not None:
+        primer = primer_from_score(primer_score, vocabulary, primer_notes)
     with FOREGROUND.making_music():
         ids = composer.queue.generate(config, primer)
     pieces = []
-    for number, score in enumerate(composer.queue.sampler.pieces_to_scores(config, ids, program), 1):
+    scores = sampler.pieces_to_scores(config, ids, program)
+    for number, (score, opening) in enumerate(zip(scores, sampler.primers(config, primer), strict=True), 1):
         stem = piece_file_stem(model_name, config.seed, number, config.variations)
-        primer_notes_found = tuple(_first_notes_at(score, opening))
+        opening_notes = {(note.start, note.pitch) for note in decode(opening, vocabulary).notes}
+        primer_notes_found = tuple(_first_notes_at(score, opening_notes))
         pieces.append(Piece(score, midi.write(score), stem, config.seed, number, primer_notes_found))
     return pieces
 

@@ -17,6 +17,7 @@ from musicgen import bundle
 from musicgen.corpus import Corpus, corpus_to_ids
 from musicgen.dataset import TrainingWindows, make_dataset, split_by_file, window_starts
 from musicgen.model import build_model
+from musicgen.sample import openings_of
 from musicgen.settings import CheckpointReport, EpochReport, ModelConfig, TrainConfig, fine_tuning
 from musicgen.tokens import Vocabulary
 from musicgen.training_path import TrainingPath, bfloat16_is_native, fastest_path
@@ -71,11 +72,13 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     start_from: bundle.Bundle | None = None,
     on_checkpoint: Callable[[CheckpointReport], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) the run for this corpus and settings; the run folder is a model bundle.
 
     start_from: a trained model whose weights a new run starts from (its settings and vocabulary are used).
     on_checkpoint: hears every checkpoint (each `checkpoint_steps` steps and each epoch's end), before on_epoch.
+    on_step: hears (optimizer steps done in the run, steps per epoch) after every step.
     """
     if start_from is not None:
         model_config, vocabulary = start_from.info.model_config, start_from.info.vocabulary
@@ -84,11 +87,19 @@ def train(
     return train_sequences(
         corpus_to_ids(corpus, vocabulary),
         run_dir,
-        bundle.BundleInfo(model_config, vocabulary, corpus.fingerprint, list(corpus.names), train_config),
+        bundle.BundleInfo(
+            model_config,
+            vocabulary,
+            corpus.fingerprint,
+            list(corpus.names),
+            train_config,
+            openings_of(corpus.scores, vocabulary),
+        ),
         on_epoch,
         should_stop,
         start_from.model.get_weights() if start_from is not None else None,
         on_checkpoint,
+        on_step,
     )
 
 
@@ -107,6 +118,7 @@ def train_sequences(
     should_stop: Callable[[], bool] | None = None,
     initial_weights: list[np.ndarray] | None = None,
     on_checkpoint: Callable[[CheckpointReport], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train on token arrays into `run_dir`, resuming from its last checkpoint (mid-epoch too)."""
     config = info.train_config
@@ -121,6 +133,8 @@ def train_sequences(
     bundle.write_info(run_dir, info)
     validation = _validation_windows(validation_part, config) if validation_part else None
     run = _Run(model, Path(run_dir), info, windows, validation, position, on_epoch, should_stop, on_checkpoint)
+    if on_step is not None:
+        run.stopper.on_step = lambda done: on_step(position.step + done, run.steps_per_epoch)
     return run.train()
 
 
@@ -315,6 +329,7 @@ class _StopRequests(keras.callbacks.Callback):
         self.should_stop, self.accumulation_steps, self.deadline = should_stop, accumulation_steps, deadline
         self.requested = self.stopped = self.out_of_time = False
         self.steps_in_last_fit = 0
+        self.on_step: Callable[[int], None] | None = None  # hears the steps done in the current fit
 
     def on_train_begin(self, logs=None):
         self.steps_in_last_fit = 0
@@ -326,5 +341,7 @@ class _StopRequests(keras.callbacks.Callback):
             self.requested = self.out_of_time = True
         if (batch + 1) % self.accumulation_steps == 0:  # the step's gradients are applied
             self.steps_in_last_fit += 1
+            if self.on_step is not None:
+                self.on_step(self.steps_in_last_fit)
             if self.requested:
                 self.stopped = self.model.stop_training = True

@@ -95,6 +95,20 @@ def test_primer_opens_the_piece(sampler):
     assert END not in primer
 
 
+def test_a_model_with_openings_starts_each_variation_from_one_and_a_fresh_start_from_none(trained):
+    openings = [primer_from_score(scale_piece(number), VOCABULARY, notes=4) for number in (3, 7, 11)]
+    sampler = Sampler(trained.model, VOCABULARY, openings)
+    config = SampleConfig(seed=4, max_seconds=8, variations=4)
+    pieces = sampler.generate(config)
+    for variation, piece in enumerate(pieces):  # variation v of seed s: opening s + v, counted round
+        opening = openings[(4 + variation) % 3]
+        assert piece[: len(opening)] == opening and len(piece) > len(opening)
+    assert sampler.generate(config) == pieces  # the same seed, the same pieces
+    assert sampler.generate(config, []) == Sampler(trained.model, VOCABULARY).generate(config)  # a fresh start
+    primer = primer_from_score(scale_piece(99), VOCABULARY, notes=6)
+    assert all(piece[: len(primer)] == primer for piece in sampler.generate(config, primer))
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [

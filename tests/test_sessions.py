@@ -4,6 +4,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from musicgen import jobs, memory, midi, sessions
 from musicgen.bundle import describe_bundle
 from musicgen.corpus import load_corpus, load_folder
 from musicgen.model import ModelConfig
+from musicgen.tokens import decode
 from musicgen.train import TrainConfig
 from musicgen.workspace import WEIGHTS_FILE, Workspace
 from tests.conftest import TINY_MODEL, scale_piece
@@ -25,7 +27,7 @@ def music_files(count: int = 6, notes: int = 48) -> list[tuple[str, bytes]]:
 
 
 def request(epochs: int = 2, files=None, **train_settings) -> jobs.TrainingRequest:
-    settings = dict(epochs=epochs, sequence_length=16, batch_size=8, **train_settings)
+    settings = dict(epochs=epochs, sequence_length=16, batch_size=8) | train_settings
     corpus = load_corpus(files or music_files())
     return jobs.TrainingRequest(corpus, ModelConfig(**TINY_MODEL), TrainConfig(**settings))
 
@@ -83,6 +85,21 @@ def test_a_job_trains_in_its_workspace_and_its_progress_fills_epoch_by_epoch(que
         "Pitch range",
         "Pitch classes",
     ]
+
+
+def test_the_progress_counts_the_steps_within_an_epoch_before_the_first_one_ends(queue, space):
+    job = queue.submit(jobs.TrainingJob(request(epochs=3, files=music_files(12, 160), batch_size=2), space))
+    progress = wait_until(
+        lambda: (lambda p: p if p.step >= 3 and p.epoch == 0 else None)(job.snapshot()), what="steps in epoch 1"
+    )
+    assert progress.steps_per_epoch > progress.step_in_epoch == progress.step >= 3
+    assert 0 < progress.share_done < 1 / 3
+    assert progress.seconds_per_step > 0 and progress.seconds_per_epoch is not None
+    assert progress.seconds_left == pytest.approx(
+        (3 * progress.steps_per_epoch - progress.step) * progress.seconds_per_step
+    )
+    job.request_stop()
+    assert finished(job).state == "stopped"
 
 
 def test_stop_ends_training_cleanly_and_train_again_resumes_after_the_last_epoch(queue, space):
@@ -227,6 +244,18 @@ def test_time_left_comes_from_the_recent_epochs_of_this_job_leaving_out_its_slow
     assert jobs.Progress("running", 9).seconds_left is None
 
 
+def test_time_left_counts_the_steps_left_and_never_outlasts_the_time_budget():
+    steps = jobs.Progress("running", 4, step=250, steps_per_epoch=100, seconds_per_step=0.5)
+    assert (steps.epoch, steps.step_in_epoch, steps.share_done) == (0, 50, 250 / 400)
+    assert steps.seconds_left == pytest.approx(150 * 0.5)
+    budget = replace(steps, budget_ends_at=time.monotonic() + 30)
+    assert 29 < budget.seconds_left <= 30
+    spent = replace(steps, budget_ends_at=time.monotonic() - 1)
+    assert spent.seconds_left == 0
+    first_epoch = replace(spent, step=40)  # a time budget always lets the first epoch end
+    assert first_epoch.seconds_left == pytest.approx(60 * 0.5)
+
+
 # Composing.
 
 
@@ -245,6 +274,22 @@ def test_the_same_seed_gives_the_same_pieces_and_a_primer_opens_each_of_them(tin
     # One instrument: the MIDI file holds the notes exactly (past 15 instruments sounding at once, MIDI's 16
     # channels are shared, and a barely trained model with instrument tokens picks instruments at random).
     assert midi.read(primed[0].midi_bytes).notes == primed[0].score.notes
+
+
+def test_a_model_trained_on_uploads_starts_its_pieces_from_their_openings_unless_asked_for_a_fresh_start(tiny_model):
+    from musicgen.sample import OPENING_NOTES, SampleConfig
+
+    composer = sessions.load_composer(tiny_model)
+    uploads = [midi.read(data) for _, data in music_files()]
+    kept = [decode(opening, composer.info.vocabulary).notes for opening in composer.info.openings]
+    places = [{(note.start, note.pitch, note.end) for note in notes} for notes in kept]
+    assert places == [{(n.start, n.pitch, n.end) for n in upload.notes[:OPENING_NOTES]} for upload in uploads]
+    config = SampleConfig(max_seconds=8, seed=4, variations=2, bpm=120)
+    pieces = sessions.compose(composer, config, "tiny")
+    for variation, piece in enumerate(pieces):  # drawn orange in the piano roll
+        opening = {(note.start, note.pitch) for note in kept[(4 + variation) % len(kept)]}
+        assert {(note.start, note.pitch) for note in piece.primer} == opening
+    assert all(piece.primer == () for piece in sessions.compose(composer, config, "tiny", fresh_start=True))
 
 
 def test_piece_file_names_are_plain():
